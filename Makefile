@@ -1,0 +1,41 @@
+# Two commands: `make demo` and `make test`. Both create .venv from scratch when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+
+.PHONY: demo test lint bench-synthetic bench-speed clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first (pinned CPU wheel), then the package
+$(VENV)/.core: $(BIN)/python setup.cfg constraints.txt
+	$(PIP) torch==2.13.0
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.core setup.cfg
+	$(PIP) -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.core
+	$(BIN)/python -m pyro_sparse.demo
+
+test: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check .
+
+bench-synthetic: $(VENV)/.test
+	$(BIN)/python benchmarks/synthetic_study.py
+
+bench-speed: $(VENV)/.test
+	$(BIN)/python benchmarks/speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,24 @@
+"""pyro_sparse: sparse, identifiable deep generative models in Pyro.
+
+The Sparse VAE (spike-and-slab-lasso decoder, Moran et al.) and its VAE / beta-VAE baselines,
+as Pyro models with amortised guides, sklearn-style estimators and diagnostics.
+"""
+
+from . import datasets, diagnostics, distributions, guides, infer, likelihoods, models, nn
+from .estimators import VAE, SparseVAE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SparseVAE",
+    "VAE",
+    "datasets",
+    "diagnostics",
+    "distributions",
+    "guides",
+    "infer",
+    "likelihoods",
+    "models",
+    "nn",
+    "__version__",
+]

@@ -1,0 +1,25 @@
+"""Probability pieces with no networks: the spike-and-slab-lasso prior and the noise prior."""
+
+from .noise import SigmaPrior, calibrate_sigma_prior, sigma_prior
+from .ssl import (
+    PSTAR_VARIANTS,
+    SpikeSlabLasso,
+    adaptive_lasso_penalty,
+    eta_mstep,
+    inclusion_prob,
+    laplace_log_density,
+    ssl_log_prob,
+)
+
+__all__ = [
+    "PSTAR_VARIANTS",
+    "SigmaPrior",
+    "SpikeSlabLasso",
+    "adaptive_lasso_penalty",
+    "calibrate_sigma_prior",
+    "eta_mstep",
+    "inclusion_prob",
+    "laplace_log_density",
+    "sigma_prior",
+    "ssl_log_prob",
+]

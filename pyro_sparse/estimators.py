@@ -1,0 +1,411 @@
+"""scikit-learn-style estimators: ``SparseVAE`` and ``VAE``, thin shells over model + guide + loop.
+
+``fit`` validates the data, builds the Pyro model and guide, runs :func:`~pyro_sparse.infer.fit_svi`
+and exposes the fitted quantities as attributes with a trailing underscore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+
+import numpy as np
+import pyro
+import torch
+
+from .distributions import PSTAR_VARIANTS, calibrate_sigma_prior
+from .guides import W_GUIDES, make_guide
+from .infer import fit_svi, full_data_loss, resolve_device
+from .io import as_data_matrix, load_model_folder, save_model_folder
+from .likelihoods import check_data, check_likelihood, mean_from_output
+from .models import MARGINALIZE, SparseVAEModel, VAEModel
+from .models.sparse_vae import check_positive_int
+
+__all__ = ["SparseVAE", "VAE"]
+
+
+@contextlib.contextmanager
+def _local_params():
+    # every module of an estimator is built and called with module-local parameters, so two
+    # estimators never share Pyro's global parameter store
+    with pyro.settings.context(module_local_params=True):
+        yield
+
+
+def _check_float(value, name, low=None, low_inclusive=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value < low or (value == low and not low_inclusive)):
+        op = ">=" if low_inclusive else ">"
+        raise ValueError(f"{name} must be {op} {low}, got {value}")
+    return value
+
+
+class _Estimator:
+    """Shared fit / transform / reconstruct / save / load of the amortised VAEs."""
+
+    _param_names: tuple = ()
+
+    # ------------------------------------------------------------------ building
+    def _model_config(self, x_ng: np.ndarray) -> dict:
+        raise NotImplementedError
+
+    def _make_model(self, cfg: dict):
+        raise NotImplementedError
+
+    def _w_guide(self) -> str:
+        return "map"
+
+    def get_params(self) -> dict:
+        """Constructor arguments as a dict (scikit-learn convention)."""
+        return {k: getattr(self, k) for k in self._param_names}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def _build(self, cfg: dict, device, seed: int):
+        pyro.set_rng_seed(seed)
+        with _local_params():
+            model = self._make_model(cfg)
+            guide = make_guide(model, self._w_guide())
+        return model.to(device), guide.to(device)
+
+    # ------------------------------------------------------------------ data
+    def _prepare(self, X, what="X", fitted=True):
+        arr, names = as_data_matrix(X, what)
+        if fitted:
+            self._check_fitted()
+            if arr.shape[1] != self.n_features_in_:
+                raise ValueError(f"{what} has {arr.shape[1]} features (columns) but the model "
+                                 f"was fitted on {self.n_features_in_}")
+            if names is not None and self.feature_names_in_ is not None and \
+                    list(names) != list(self.feature_names_in_):
+                diff = [(i, a, b) for i, (a, b) in enumerate(zip(names, self.feature_names_in_))
+                        if a != b][:3]
+                raise ValueError(f"{what} feature names differ from those seen in fit; first "
+                                 f"differences (column, given, expected): {diff}")
+        check_data(arr, self.likelihood, names, what)
+        return arr, names
+
+    def _check_fitted(self):
+        if not hasattr(self, "model_"):
+            raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit first")
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, epochs: int = 200, batch_size: int = 100, lr: float = 1e-2, seed: int = 0,
+            device="cpu", progress: bool = True):
+        """Fit the model to data by minibatch SVI.
+
+        Parameters
+        ----------
+        X : numpy.ndarray, torch.Tensor or pandas.DataFrame, shape (N, G)
+            Data (counts for ``categorical``). DataFrame column names are kept.
+        epochs : int
+            Passes over the data.
+        batch_size : int
+            Rows per SVI step.
+        lr : float
+            Adam learning rate.
+        seed : int
+            Random seed (initialisation, minibatch order, Monte Carlo draws).
+        device : {"cpu", "cuda", "auto"} or torch.device
+            Where to train.
+        progress : bool
+            Show a tqdm progress bar of epochs with the running loss.
+
+        Returns
+        -------
+        self
+        """
+        epochs = check_positive_int(epochs, "epochs")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        lr = _check_float(lr, "lr", 0.0)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+        dev = resolve_device(device)
+        arr, names = self._prepare(X, fitted=False)
+        cfg = self._model_config(arr)
+        x_ng = torch.as_tensor(arr, dtype=torch.float32, device=dev)
+        best = None
+        for r in range(self.n_restarts):
+            s = int(seed) + r
+            model, guide = self._build(cfg, dev, s)
+            if arr.shape[1] and self.likelihood == "normal":
+                guide.globals_guide.init_sigma(x_ng.std(0))
+            with _local_params():
+                hist = fit_svi(model, guide, x_ng, epochs=epochs, batch_size=batch_size, lr=lr,
+                               seed=s, warmup_epochs=self.warmup * epochs, progress=progress,
+                               desc=f"{type(self).__name__} restart {r + 1}/{self.n_restarts}"
+                               if self.n_restarts > 1 else type(self).__name__)
+                final = full_data_loss(model, guide, x_ng) if self.n_restarts > 1 else hist[-1]
+            if best is None or final < best[0]:
+                best = (final, model, guide, hist, s)
+        _, model, guide, hist, s = best
+        self.model_, self.guide_ = model.eval(), guide.eval()
+        self.model_config_ = cfg
+        self.loss_history_ = np.asarray(hist, dtype=float)
+        self.n_features_in_ = arr.shape[1]
+        self.feature_names_in_ = names
+        self.device_ = dev
+        self.fit_info_ = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=int(seed),
+                              chosen_restart_seed=s, n_rows=int(arr.shape[0]))
+        self._set_fitted_attributes()
+        return self
+
+    def _set_fitted_attributes(self):
+        est = self.guide_.globals_guide.point_estimates()
+        self.sigma_ = est["sigma"].cpu().numpy() if "sigma" in est else None
+        self.factor_corr_ = est["corr"].cpu().numpy() if "corr" in est else None
+        return est
+
+    # ------------------------------------------------------------------ use
+    def _batches(self, X, what, batch_size):
+        arr, _ = self._prepare(X, what)
+        x = torch.as_tensor(arr, dtype=torch.float32)
+        for s in range(0, x.shape[0], batch_size):
+            yield x[s:s + batch_size].to(self.device_)
+
+    def transform(self, X, batch_size: int = 4096) -> np.ndarray:
+        """Encoder means E[z | x], shape (N, K).
+
+        Parameters
+        ----------
+        X : array-like, shape (N, G)
+            Data with the features seen in fit.
+        batch_size : int
+            Rows per forward pass (bounds memory).
+        """
+        out = []
+        with torch.no_grad(), _local_params():
+            for xb in self._batches(X, "X", batch_size):
+                out.append(self.guide_.local_guide.encode(xb)[0].cpu())
+        return torch.cat(out).numpy()
+
+    def _decode(self, z_bk):
+        raise NotImplementedError
+
+    def reconstruct(self, X, batch_size: int = 4096) -> np.ndarray:
+        """Decoder mean at the encoder means, shape (N, G).
+
+        For ``categorical`` data this is ``row total x softmax(decoder output)``.
+        """
+        out = []
+        with torch.no_grad(), _local_params():
+            for xb in self._batches(X, "X", batch_size):
+                z = self.guide_.local_guide.encode(xb)[0]
+                out.append(mean_from_output(self.likelihood, self._decode(z), xb).cpu())
+        return torch.cat(out).numpy()
+
+    def score(self, X, batch_size: int = 1024) -> float:
+        """Monte Carlo ELBO per row of ``X`` (higher is better)."""
+        arr, _ = self._prepare(X)
+        x = torch.as_tensor(arr, dtype=torch.float32, device=self.device_)
+        with _local_params():
+            return -full_data_loss(self.model_, self.guide_, x, batch_size) / x.shape[0]
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path):
+        """Save to a folder (``config.json`` + ``weights.safetensors``; no pickle).
+
+        The folder is written beside ``path`` and renamed at the end.
+        """
+        self._check_fitted()
+        tensors = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
+        tensors.update({f"guide.{k}": v for k, v in self.guide_.state_dict().items()})
+        tensors["loss_history"] = torch.as_tensor(self.loss_history_)
+        config = dict(estimator=type(self).__name__, params=self.get_params(),
+                      model_config=self.model_config_, n_features=self.n_features_in_,
+                      feature_names=self.feature_names_in_, fit_info=self.fit_info_,
+                      versions=dict(torch=torch.__version__, pyro=pyro.__version__))
+        return save_model_folder(path, config, tensors)
+
+    @classmethod
+    def load(cls, path, device="cpu"):
+        """Load an estimator saved by :meth:`save`.
+
+        Raises
+        ------
+        ValueError
+            When the folder is missing, corrupt, not ours, or holds another estimator class.
+        """
+        dev = resolve_device(device)
+        cfg, tensors = load_model_folder(path)
+        if cfg.get("estimator") != cls.__name__:
+            raise ValueError(f"{path} holds a {cfg.get('estimator')!r} model, not a "
+                             f"{cls.__name__}; use {cfg.get('estimator')}.load")
+        try:
+            est = cls(**cfg["params"])
+            model, guide = est._build(cfg["model_config"], torch.device("cpu"), 0)
+            msd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+            gsd = {k[6:]: v for k, v in tensors.items() if k.startswith("guide.")}
+            model.load_state_dict(msd, strict=True)
+            guide.load_state_dict(gsd, strict=True)
+            hist = tensors["loss_history"].numpy()
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise ValueError(f"{path} is corrupt or from an incompatible version: {e}") from None
+        est.model_, est.guide_ = model.to(dev).eval(), guide.to(dev).eval()
+        est.model_config_ = cfg["model_config"]
+        est.loss_history_ = hist.astype(float)
+        est.n_features_in_ = int(cfg["n_features"])
+        est.feature_names_in_ = cfg.get("feature_names")
+        est.fit_info_ = cfg.get("fit_info", {})
+        est.device_ = dev
+        est._set_fitted_attributes()
+        return est
+
+
+class SparseVAE(_Estimator):
+    """Sparse VAE (Moran et al.): a spike-and-slab-lasso prior on W makes each feature depend on
+    a few factors through one shared decoder.
+
+    Parameters
+    ----------
+    n_factors : int
+        K, the number of latent factors (over-specify and read ``eta_`` to prune).
+    likelihood : {"normal", "categorical"}
+        ``normal`` with per-feature sigma; ``categorical`` for count rows (multinomial with
+        a softmax over features; the encoder sees row-normalised counts).
+    hidden_dim : int
+        H, width of the decoder and encoder hidden layers.
+    lambda0, lambda1 : float
+        Spike and slab Laplace rates (lambda0 >> lambda1).
+    a, b : float
+        Beta(a, b) prior on each factor's inclusion rate eta; ``b=None`` means b = G.
+    w_guide : {"map", "meanfield"}
+        Point estimate of W with EM for eta (the paper), or a Normal variational posterior.
+    warmup : float
+        Fraction of the epochs over which the z-KL and prior weights rise linearly to 1.
+    n_restarts : int
+        Independent fits (seeds ``seed``, ``seed + 1``, ...); the one with the best
+        full-data ELBO is kept.
+    factor_correlation : bool
+        Learn a factor correlation matrix (z ~ N(0, R), R ~ LKJ).
+    pstar : {"standard", "authors"}
+        Inclusion-probability formula (see :func:`pyro_sparse.distributions.inclusion_prob`).
+    marginalize : {"mixture", "enumerate"}
+        How gamma is summed out (same ELBO; ``mixture`` is faster).
+
+    Attributes
+    ----------
+    loadings_ : numpy.ndarray, shape (G, K)
+        MAP (``map``) or posterior mean (``meanfield``) of W.
+    inclusion_probs_ : numpy.ndarray, shape (G, K)
+        p*_gk, posterior probability that feature g loads on factor k.
+    eta_ : numpy.ndarray, shape (K,)
+        Factor inclusion rates.
+    sigma_ : numpy.ndarray, shape (G,) or None
+        Noise sd per feature (normal likelihood).
+    loss_history_ : numpy.ndarray, shape (epochs,)
+        Mean minibatch negative ELBO per epoch.
+    """
+
+    _param_names = ("n_factors", "likelihood", "hidden_dim", "lambda0", "lambda1", "a", "b",
+                    "w_guide", "warmup", "n_restarts", "factor_correlation", "pstar",
+                    "marginalize")
+
+    def __init__(self, n_factors: int = 5, likelihood: str = "normal", hidden_dim: int = 50,
+                 lambda0: float = 10.0, lambda1: float = 1.0, a: float = 1.0, b=None,
+                 w_guide: str = "map", warmup: float = 0.1, n_restarts: int = 1,
+                 factor_correlation: bool = False, pstar: str = "standard",
+                 marginalize: str = "mixture"):
+        self.n_factors = check_positive_int(n_factors, "n_factors")
+        self.likelihood = check_likelihood(likelihood)
+        self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
+        self.lambda0 = _check_float(lambda0, "lambda0", 0.0)
+        self.lambda1 = _check_float(lambda1, "lambda1", 0.0)
+        self.a = _check_float(a, "a", 0.0)
+        self.b = None if b is None else _check_float(b, "b", 0.0)
+        if not isinstance(w_guide, str) or w_guide not in W_GUIDES:
+            raise ValueError(f"unknown w_guide {w_guide!r}; choose one of {', '.join(W_GUIDES)}")
+        self.w_guide = w_guide
+        self.warmup = _check_float(warmup, "warmup", 0.0, low_inclusive=True)
+        if self.warmup > 1:
+            raise ValueError(f"warmup is a fraction of the epochs, in [0, 1]; got {warmup}")
+        self.n_restarts = check_positive_int(n_restarts, "n_restarts")
+        self.factor_correlation = bool(factor_correlation)
+        if pstar not in PSTAR_VARIANTS:
+            raise ValueError(f"unknown pstar {pstar!r}; choose one of {PSTAR_VARIANTS}")
+        if marginalize not in MARGINALIZE:
+            raise ValueError(f"unknown marginalize {marginalize!r}; choose one of {MARGINALIZE}")
+        self.pstar, self.marginalize = pstar, marginalize
+
+    def _w_guide(self):
+        return self.w_guide
+
+    def _model_config(self, x_ng):
+        sp = calibrate_sigma_prior(x_ng.std(0)) if self.likelihood == "normal" else None
+        return dict(n_features=int(x_ng.shape[1]), n_factors=self.n_factors,
+                    hidden_dim=self.hidden_dim, likelihood=self.likelihood,
+                    lambda0=self.lambda0, lambda1=self.lambda1, a=self.a, b=self.b,
+                    sigma_prior_params=list(sp) if sp else None, marginalize=self.marginalize,
+                    pstar=self.pstar, factor_correlation=self.factor_correlation)
+
+    def _make_model(self, cfg):
+        return SparseVAEModel(**cfg)
+
+    def _set_fitted_attributes(self):
+        est = super()._set_fitted_attributes()
+        self.loadings_ = est["W"].cpu().numpy()
+        self.inclusion_probs_ = est["inclusion"].cpu().numpy()
+        self.eta_ = est["eta"].cpu().numpy()
+        if self.w_guide == "meanfield":
+            self.loadings_sd_ = self.guide_.globals_guide.W_scale_gk.detach().cpu().numpy()
+        return est
+
+    def _decode(self, z_bk):
+        W = self.guide_.globals_guide._W_point().detach()
+        return self.model_.decoder(z_bk, W)
+
+
+class VAE(_Estimator):
+    """Dense VAE and beta-VAE baseline (same encoder and likelihoods as :class:`SparseVAE`).
+
+    Parameters
+    ----------
+    n_factors : int
+        K.
+    beta : float
+        KL weight; 1 is the VAE, > 1 the beta-VAE.
+    likelihood : {"normal", "categorical"}
+    hidden_dim : int
+        H.
+    warmup : float
+        Fraction of the epochs of linear KL warm-up.
+    n_restarts : int
+        Independent fits; the best full-data ELBO is kept.
+
+    Attributes
+    ----------
+    sigma_ : numpy.ndarray, shape (G,) or None
+    loss_history_ : numpy.ndarray, shape (epochs,)
+    """
+
+    _param_names = ("n_factors", "beta", "likelihood", "hidden_dim", "warmup", "n_restarts")
+
+    def __init__(self, n_factors: int = 5, beta: float = 1.0, likelihood: str = "normal",
+                 hidden_dim: int = 50, warmup: float = 0.1, n_restarts: int = 1):
+        self.n_factors = check_positive_int(n_factors, "n_factors")
+        self.beta = _check_float(beta, "beta", 0.0)
+        self.likelihood = check_likelihood(likelihood)
+        self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
+        self.warmup = _check_float(warmup, "warmup", 0.0, low_inclusive=True)
+        if self.warmup > 1:
+            raise ValueError(f"warmup is a fraction of the epochs, in [0, 1]; got {warmup}")
+        self.n_restarts = check_positive_int(n_restarts, "n_restarts")
+
+    def _model_config(self, x_ng):
+        sp = calibrate_sigma_prior(x_ng.std(0)) if self.likelihood == "normal" else None
+        return dict(n_features=int(x_ng.shape[1]), n_factors=self.n_factors,
+                    hidden_dim=self.hidden_dim, likelihood=self.likelihood, beta=self.beta,
+                    sigma_prior_params=list(sp) if sp else None)
+
+    def _make_model(self, cfg):
+        return VAEModel(**cfg)
+
+    def _decode(self, z_bk):
+        return self.model_.decoder(z_bk)

@@ -1,0 +1,50 @@
+"""Amortised Normal guide for the local factors z: q(z_n | x_n) = N(mu(x_n), diag s(x_n)^2)."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+
+from ..likelihoods import encoder_input
+from ..models._register import register_params
+from ..nn import GaussianEncoder
+
+__all__ = ["AmortizedNormalGuide"]
+
+
+class AmortizedNormalGuide(torch.nn.Module):
+    """Encoder network guide for the ``z`` site (plate ``data``).
+
+    Parameters
+    ----------
+    n_features, n_factors, hidden_dim : int
+        G, K and H of the encoder.
+    likelihood : str
+        Decides what the encoder sees (row-normalised counts for ``categorical``).
+    beta : float
+        Multiplies the z terms (must match the model's; 1 for the Sparse VAE).
+    """
+
+    def __init__(self, n_features: int, n_factors: int, hidden_dim: int,
+                 likelihood: str = "normal", beta: float = 1.0):
+        super().__init__()
+        self.likelihood, self.beta = likelihood, float(beta)
+        self.encoder = GaussianEncoder(n_features, n_factors, hidden_dim)
+
+    def encode(self, x_bg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(loc_bk, scale_bk)`` of q(z | x) for raw data rows ``x_bg``."""
+        return self.encoder(encoder_input(x_bg, self.likelihood))
+
+    def forward(self, x_bg, n_data=None, idx=None, kl_weight=1.0, prior_weight=1.0,
+                n_samples=None):
+        """Sample ``z`` for the rows ``x_bg`` (arguments as the model's)."""
+        register_params("z_guide", self)
+        B = x_bg.shape[0]
+        if idx is None and n_data is not None and n_data != B:
+            idx = torch.arange(B, device=x_bg.device)
+        loc, scale = self.encode(x_bg)
+        with pyro.plate("data", size=n_data or B, subsample=idx, dim=-1):
+            with poutine.scale(scale=kl_weight * self.beta):
+                return pyro.sample("z", dist.Normal(loc, scale).to_event(1))

@@ -1,0 +1,200 @@
+"""Guides for the global sites eta, W, sigma (and the factor correlation): MAP and mean-field.
+
+``MAPGlobalGuide`` is the paper's MAP + EM estimator: W and sigma are point estimates, eta is
+set by its closed-form M-step from the inclusion probabilities p* after every step.
+``MeanFieldGlobalGuide`` puts an independent Normal on every W_gk (means, sds) instead.
+Constrained quantities are stored unconstrained (``log sigma``, ``log sd``, an unconstrained
+vector for the correlation Cholesky factor) and transformed on use.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.distributions import constraints
+from torch import nn
+from torch.distributions import transform_to
+
+from ..distributions import eta_mstep, inclusion_prob
+from ..models._register import register_params
+
+__all__ = ["MAPGlobalGuide", "MeanFieldGlobalGuide", "W_GUIDES"]
+
+W_GUIDES = ("map", "meanfield")
+
+
+class _GlobalGuideBase(nn.Module):
+    """Common parts: sigma (point estimate), correlation Cholesky factor, eta by M-step."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.has_W = hasattr(model, "lambda0")
+        self.likelihood = model.likelihood
+        G, K = model.n_features, model.n_factors
+        if self.has_W:
+            self.lambda0, self.lambda1 = model.lambda0, model.lambda1
+            self.a, self.b, self.pstar = model.a, model.b, model.pstar
+            self.register_buffer("eta_k", torch.full((K,), 0.5))
+        if self.likelihood == "normal":
+            self.log_sigma_g1 = nn.Parameter(torch.zeros(G, 1))
+        self.factor_correlation = bool(getattr(model, "factor_correlation", False))
+        if self.factor_correlation:
+            self.corr_raw = nn.Parameter(torch.zeros(K * (K - 1) // 2))
+
+    def init_sigma(self, col_sd_g: torch.Tensor) -> None:
+        """Initialise sigma_g at the column standard deviations (the authors' start)."""
+        if self.likelihood == "normal":
+            with torch.no_grad():
+                self.log_sigma_g1.copy_(col_sd_g.reshape(-1, 1).clamp_min(1e-3).log())
+
+    @property
+    def sigma_g1(self) -> torch.Tensor:
+        """Point estimate of sigma, shape (G, 1)."""
+        return self.log_sigma_g1.exp()
+
+    @property
+    def corr_L(self) -> torch.Tensor:
+        """Cholesky factor of the factor correlation matrix, shape (K, K)."""
+        return transform_to(constraints.corr_cholesky)(self.corr_raw)
+
+    def _eta(self, W_point_gk: torch.Tensor) -> torch.Tensor:
+        # EM: E-step p* from the current W and eta, M-step for eta. In training mode the
+        # new eta is kept (one EM step per call); in eval mode eta is read only.
+        if self.training:
+            with torch.no_grad():
+                p = inclusion_prob(W_point_gk.detach(), self.eta_k, self.lambda0, self.lambda1,
+                                   self.pstar)
+                self.eta_k.copy_(eta_mstep(p, self.a, self.b))
+        return self.eta_k
+
+    def _sample_rest(self, features=None):
+        if self.likelihood == "normal":
+            if features is None:
+                features = pyro.plate("features", self.log_sigma_g1.shape[0], dim=-2)
+            with features:
+                pyro.sample("sigma", dist.Delta(self.sigma_g1))
+        if self.factor_correlation:
+            pyro.sample("corr_L", dist.Delta(self.corr_L, event_dim=2))
+
+    def _W_point(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _sample_W(self):
+        raise NotImplementedError
+
+    def forward(self, x_bg=None, n_data=None, idx=None, kl_weight=1.0, prior_weight=1.0,
+                n_samples=None):
+        """Sample the global sites (arguments as the model's; only ``prior_weight`` is used)."""
+        register_params("globals_guide", self)
+        with poutine.scale(scale=prior_weight):
+            if self.has_W:
+                W_gk = self._W_point()
+                K = W_gk.shape[-1]
+                eta_k = self._eta(W_gk)
+                factors = pyro.plate("factors", K, dim=-1)
+                features = pyro.plate("features", W_gk.shape[0], dim=-2)
+                with factors:
+                    pyro.sample("eta", dist.Delta(eta_k))
+                with features, factors:
+                    self._sample_W()
+                self._sample_rest(features)
+            else:
+                self._sample_rest(None)
+
+    def point_estimates(self) -> dict:
+        """Posterior point summaries of the global sites as tensors (no gradient)."""
+        out = {}
+        with torch.no_grad():
+            if self.has_W:
+                out["W"] = self._W_point().detach().clone()
+                out["eta"] = self.eta_k.clone()
+                out["inclusion"] = self.inclusion_probs()
+            if self.likelihood == "normal":
+                out["sigma"] = self.sigma_g1.detach().squeeze(-1)
+            if self.factor_correlation:
+                L = self.corr_L.detach()
+                out["corr"] = L @ L.T
+        return out
+
+
+class MAPGlobalGuide(_GlobalGuideBase):
+    """Point estimates for W (and sigma); eta by the closed-form EM M-step.
+
+    Parameters
+    ----------
+    model : SparseVAEModel or VAEModel
+        The model whose global sites this guide covers.
+    init_scale : float
+        W starts from N(0, init_scale^2) (the authors use 1).
+    """
+
+    def __init__(self, model, init_scale: float = 1.0):
+        super().__init__(model)
+        if self.has_W:
+            self.W_gk = nn.Parameter(init_scale * torch.randn(model.n_features, model.n_factors))
+
+    def _W_point(self):
+        return self.W_gk
+
+    def _sample_W(self):
+        pyro.sample("W", dist.Delta(self.W_gk))
+
+    def inclusion_probs(self) -> torch.Tensor:
+        """p*_gk at the MAP loadings."""
+        return inclusion_prob(self.W_gk.detach(), self.eta_k, self.lambda0, self.lambda1,
+                              self.pstar)
+
+    def sample_W(self, num_samples: int) -> torch.Tensor:
+        """Draws of W: a point mass, repeated (shape (S, G, K))."""
+        W = self.W_gk.detach()
+        return W.expand(num_samples, *W.shape).clone()
+
+
+class MeanFieldGlobalGuide(_GlobalGuideBase):
+    """Independent Normal q(W_gk) = N(m_gk, s_gk^2); sigma a point estimate; eta by M-step.
+
+    Parameters
+    ----------
+    model : SparseVAEModel
+        The model.
+    init_scale : float
+        Means start from N(0, init_scale^2).
+    init_sd : float
+        Starting posterior sd of every entry.
+
+    Notes
+    -----
+    eta's M-step uses p* at the posterior means; reported inclusion probabilities are
+    E_q[p*(W)] by Monte Carlo.
+    """
+
+    def __init__(self, model, init_scale: float = 1.0, init_sd: float = 0.05):
+        super().__init__(model)
+        G, K = model.n_features, model.n_factors
+        self.W_loc_gk = nn.Parameter(init_scale * torch.randn(G, K))
+        self.W_logsd_gk = nn.Parameter(torch.full((G, K), float(torch.tensor(init_sd).log())))
+
+    @property
+    def W_scale_gk(self) -> torch.Tensor:
+        """Posterior sd of each W entry, shape (G, K)."""
+        return self.W_logsd_gk.exp()
+
+    def _W_point(self):
+        return self.W_loc_gk
+
+    def _sample_W(self):
+        pyro.sample("W", dist.Normal(self.W_loc_gk, self.W_scale_gk))
+
+    def sample_W(self, num_samples: int) -> torch.Tensor:
+        """Draws of W from q, shape (S, G, K)."""
+        with torch.no_grad():
+            return dist.Normal(self.W_loc_gk, self.W_scale_gk).sample((num_samples,))
+
+    def inclusion_probs(self, num_samples: int = 200) -> torch.Tensor:
+        """E_q[p*_gk] by Monte Carlo over ``num_samples`` draws of W."""
+        with torch.no_grad():
+            W = self.sample_W(num_samples)
+            return inclusion_prob(W, self.eta_k, self.lambda0, self.lambda1,
+                                  self.pstar).mean(0)

@@ -1,0 +1,213 @@
+"""Decoders: the feature-wise shared network of the Sparse VAE and the dense VAE decoder.
+
+The sparse decoder applies one network to the masked input ``W_g * z_n`` of every feature g;
+it is computed in blocks of features by a fused autograd function (no Python loop over single
+features, no (batch, features, hidden) tensor materialised at once).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["SparseDecoder", "DenseDecoder", "sparse_decoder_forward", "default_block_size"]
+
+
+def default_block_size(batch_size: int, n_features: int, hidden_dim: int) -> int:
+    """Number of features per block so one (batch, block, hidden) slab is about 2 MB.
+
+    Parameters
+    ----------
+    batch_size, n_features, hidden_dim : int
+        B, G and H of the decoder call.
+
+    Returns
+    -------
+    int
+        Block size in features, between 1 and ``n_features``.
+    """
+    target = 2**19  # float32 elements (2 MiB): stays in the last-level cache
+    per_feature = max(batch_size * hidden_dim, 1)
+    return int(min(max(target // per_feature, 1), n_features))
+
+
+def _relu_grad(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    # the native ReLU backward kernel: grad where out > 0, else 0 (no boolean temporary)
+    return torch.ops.aten.threshold_backward(grad, out, 0)
+
+
+class _SparseDecoderFn(torch.autograd.Function):
+    """Fused forward/backward of the shared per-feature network over blocks of features.
+
+    out_bg = sum_h V_gh relu(A2 relu(A1 (W_g * z_b)) + b2)_h + c_g
+
+    The first layer is folded into one matmul per block: relu(z_bk M_k(gh)) with
+    M_kgh = W_gk A1_hk. The forward saves the two hidden activations of every block (so the
+    backward does no recomputation); all temporaries are block-sized.
+    """
+
+    @staticmethod
+    def forward(ctx, z_bk, W_gk, A1_hk, A2_hh, b2_h, V_gh, c_g, block):
+        B, K = z_bk.shape
+        G, H = V_gh.shape
+        out_bg = torch.empty(B, G, dtype=z_bk.dtype, device=z_bk.device)
+        A1t_kh = A1_hk.t()
+        A2t_hh = A2_hh.t()
+        h1s, h2s = [], []
+        for s in range(0, G, block):
+            e = min(s + block, G)
+            g = e - s
+            M_kx = (W_gk[s:e].t().unsqueeze(-1) * A1t_kh.unsqueeze(1)).reshape(K, g * H)
+            h1_xh = torch.relu_(z_bk @ M_kx).view(B * g, H)
+            h2_xh = torch.relu_(torch.addmm(b2_h, h1_xh, A2t_hh))
+            out_bg[:, s:e] = torch.bmm(
+                h2_xh.view(B, g, H).transpose(0, 1), V_gh[s:e].unsqueeze(-1)
+            ).squeeze(-1).t()
+            h1s.append(h1_xh)
+            h2s.append(h2_xh)
+        out_bg += c_g
+        ctx.save_for_backward(z_bk, W_gk, A1_hk, A2_hh, V_gh)
+        ctx.block = block
+        ctx.acts = (h1s, h2s)
+        return out_bg
+
+    @staticmethod
+    def backward(ctx, grad_bg):
+        z_bk, W_gk, A1_hk, A2_hh, V_gh = ctx.saved_tensors
+        h1s, h2s = ctx.acts
+        block = ctx.block
+        B, K = z_bk.shape
+        G, H = V_gh.shape
+        grad_bg = grad_bg.contiguous()
+        dz_bk = torch.zeros_like(z_bk)
+        dW_gk = torch.empty_like(W_gk)
+        dA1_hk = torch.zeros_like(A1_hk)
+        dA2_hh = torch.zeros_like(A2_hh)
+        db2_h = torch.zeros(H, dtype=z_bk.dtype, device=z_bk.device)
+        dV_gh = torch.empty_like(V_gh)
+        dc_g = grad_bg.sum(0)
+        A1t_kh = A1_hk.t()
+        zt_kb = z_bk.t()
+        for i, s in enumerate(range(0, G, block)):
+            e = min(s + block, G)
+            g = e - s
+            h1_xh, h2_xh = h1s[i], h2s[i]
+            gob_gb = grad_bg[:, s:e].t()
+            h2_gbh = h2_xh.view(B, g, H).transpose(0, 1)
+            dV_gh[s:e] = torch.bmm(gob_gb.unsqueeze(1), h2_gbh).squeeze(1)
+            dh2_xh = (gob_gb.t().unsqueeze(-1) * V_gh[s:e]).view(B * g, H)
+            da2_xh = _relu_grad(dh2_xh, h2_xh)
+            db2_h += da2_xh.sum(0)
+            dA2_hh.addmm_(da2_xh.t(), h1_xh)
+            da1_bx = _relu_grad(da2_xh @ A2_hh, h1_xh).view(B, g * H)
+            dM_kgh = (zt_kb @ da1_bx).view(K, g, H)
+            Wt_kg = W_gk[s:e].t()
+            M_kx = (Wt_kg.unsqueeze(-1) * A1t_kh.unsqueeze(1)).reshape(K, g * H)
+            dz_bk.addmm_(da1_bx, M_kx.t())
+            # dW_gk = sum_h dM_kgh A1_hk ; dA1_hk += sum_g dM_kgh W_gk
+            dW_gk[s:e] = torch.bmm(dM_kgh, A1t_kh.unsqueeze(-1)).squeeze(-1).t()
+            dA1_hk += torch.bmm(Wt_kg.unsqueeze(1), dM_kgh).squeeze(1).t()
+        return dz_bk, dW_gk, dA1_hk, dA2_hh, db2_h, dV_gh, dc_g, None
+
+
+def sparse_decoder_forward(z_bk, W_gk, A1_hk, A2_hh, b2_h, V_gh, c_g, block=None):
+    """Evaluate the shared per-feature decoder for every feature at once.
+
+    Parameters
+    ----------
+    z_bk : torch.Tensor, shape (B, K)
+        Latent factors.
+    W_gk : torch.Tensor, shape (G, K)
+        Factor-to-feature weights; ``W_gk = 0`` means feature g ignores factor k exactly.
+    A1_hk : torch.Tensor, shape (H, K)
+        First shared layer (no bias).
+    A2_hh, b2_h : torch.Tensor, shapes (H, H) and (H,)
+        Second shared layer.
+    V_gh, c_g : torch.Tensor, shapes (G, H) and (G,)
+        Per-feature output heads.
+    block : int, optional
+        Features per block; default from :func:`default_block_size`.
+
+    Returns
+    -------
+    torch.Tensor, shape (B, G)
+        Decoder output per row and feature.
+    """
+    B = z_bk.shape[0]
+    G, H = V_gh.shape
+    if block is None:
+        block = default_block_size(B, G, H)
+    return _SparseDecoderFn.apply(z_bk, W_gk, A1_hk, A2_hh, b2_h, V_gh, c_g, int(block))
+
+
+def _uniform_(t: torch.Tensor, fan_in: int) -> torch.Tensor:
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+    with torch.no_grad():
+        return t.uniform_(-bound, bound)
+
+
+class SparseDecoder(nn.Module):
+    """Shared network f(W_g * z) with per-feature heads (the Sparse VAE decoder).
+
+    Parameters
+    ----------
+    n_features : int
+        G, the number of observed features.
+    n_factors : int
+        K, the number of latent factors.
+    hidden_dim : int
+        H, the width of both shared hidden layers.
+    block : int, optional
+        Features per block in the fused computation (default: chosen from the batch size).
+
+    Notes
+    -----
+    Layers: Linear(K -> H, no bias) -> ReLU -> Linear(H -> H) -> ReLU -> per-feature
+    Linear(H -> 1). Initialisation follows ``torch.nn.Linear`` (uniform, 1/sqrt(fan_in)).
+    """
+
+    def __init__(self, n_features: int, n_factors: int, hidden_dim: int, block: int | None = None):
+        super().__init__()
+        self.n_features, self.n_factors, self.hidden_dim = n_features, n_factors, hidden_dim
+        self.block = block
+        self.A1_hk = nn.Parameter(_uniform_(torch.empty(hidden_dim, n_factors), n_factors))
+        self.A2_hh = nn.Parameter(_uniform_(torch.empty(hidden_dim, hidden_dim), hidden_dim))
+        self.b2_h = nn.Parameter(_uniform_(torch.empty(hidden_dim), hidden_dim))
+        self.V_gh = nn.Parameter(_uniform_(torch.empty(n_features, hidden_dim), hidden_dim))
+        self.c_g = nn.Parameter(_uniform_(torch.empty(n_features), hidden_dim))
+
+    def forward(self, z_bk: torch.Tensor, W_gk: torch.Tensor) -> torch.Tensor:
+        """Decoder output, shape (B, G), for factors ``z_bk`` and weights ``W_gk``."""
+        lead = z_bk.shape[:-1]
+        z2 = z_bk.reshape(-1, z_bk.shape[-1])
+        out = sparse_decoder_forward(
+            z2, W_gk, self.A1_hk, self.A2_hh, self.b2_h, self.V_gh, self.c_g, self.block
+        )
+        return out.reshape(*lead, self.n_features)
+
+
+class DenseDecoder(nn.Module):
+    """Dense VAE decoder: Linear(K->H, no bias) -> ReLU -> Linear(H->H) -> ReLU -> Linear(H->G).
+
+    Parameters
+    ----------
+    n_features, n_factors, hidden_dim : int
+        G, K and H.
+    """
+
+    def __init__(self, n_features: int, n_factors: int, hidden_dim: int):
+        super().__init__()
+        self.n_features, self.n_factors, self.hidden_dim = n_features, n_factors, hidden_dim
+        self.net = nn.Sequential(
+            nn.Linear(n_factors, hidden_dim, bias=False),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, n_features),
+        )
+
+    def forward(self, z_bk: torch.Tensor) -> torch.Tensor:
+        """Decoder output, shape (..., G)."""
+        return self.net(z_bk)

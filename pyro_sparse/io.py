@@ -22,6 +22,13 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 
 
+def _is_numeric_dtype(dt) -> bool:
+    try:
+        return bool(np.issubdtype(np.dtype(dt), np.number) or np.dtype(dt) == bool)
+    except TypeError:  # pandas extension dtypes (string, category, ...)
+        return bool(getattr(dt, "_is_numeric", False))
+
+
 def as_data_matrix(X, what: str = "X"):
     """Convert numpy / torch / pandas / nested-list data to a float32 array.
 
@@ -45,11 +52,10 @@ def as_data_matrix(X, what: str = "X"):
     names = None
     if hasattr(X, "columns") and hasattr(X, "to_numpy"):
         names = [str(c) for c in X.columns]
-        bad = [c for c, dt in zip(X.columns, X.dtypes) if not np.issubdtype(np.dtype(dt),
-                                                                               np.number)]
+        bad = [c for c, dt in zip(X.columns, X.dtypes) if not _is_numeric_dtype(dt)]
         if bad:
             raise TypeError(f"{what} has non-numeric column(s): {', '.join(map(str, bad[:5]))}")
-        arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
+        arr = np.array(X.to_numpy(dtype=np.float64, na_value=np.nan))
     elif isinstance(X, torch.Tensor):
         arr = X.detach().cpu().double().numpy()
     elif isinstance(X, (str, bytes, dict)) or X is None:

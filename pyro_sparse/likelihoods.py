@@ -69,12 +69,12 @@ def check_data(x_ng: np.ndarray, likelihood: str, feature_names=None, what: str 
         if neg.any():
             r, c = _first_bad(neg)
             raise ValueError(f"{what} must hold counts for likelihood 'categorical': negative "
-                             f"value {x_ng[r, c]!r} at row {r}, {col(c)}")
+                             f"value {float(x_ng[r, c])!r} at row {r}, {col(c)}")
         frac = x_ng != np.round(x_ng)
         if frac.any():
             r, c = _first_bad(frac)
             raise ValueError(f"{what} must hold counts for likelihood 'categorical': "
-                             f"non-integer value {x_ng[r, c]!r} at row {r}, {col(c)}")
+                             f"non-integer value {float(x_ng[r, c])!r} at row {r}, {col(c)}")
         totals = x_ng.sum(1)
         if (totals == 0).any():
             r = int(np.argmax(totals == 0))

@@ -1,0 +1,27 @@
+import numpy as np
+import pytest
+
+from pyro_sparse.datasets import PAPER_SUPPORT, paper_synthetic
+
+
+def test_shapes_truth_and_determinism():
+    d = paper_synthetic(n=500, rho=0.4, seed=0)
+    assert d.X.shape == (500, 7) and d.Z.shape == (500, 2) and d.support.shape == (7, 2)
+    np.testing.assert_array_equal(d.support, PAPER_SUPPORT)
+    np.testing.assert_array_equal(d.X, paper_synthetic(n=500, rho=0.4, seed=0).X)
+    assert not np.array_equal(d.X, paper_synthetic(n=500, rho=0.4, seed=1).X)
+
+
+def test_generating_functions_and_correlation():
+    d = paper_synthetic(n=20000, rho=0.6, seed=3, noise_sd=0.0)
+    z1, z2 = d.Z.T
+    np.testing.assert_allclose(d.X[:, 2], 3 * z1**2, rtol=1e-5)
+    np.testing.assert_allclose(d.X[:, 6], 7 * z1 * z2, rtol=1e-4, atol=1e-5)
+    assert np.corrcoef(z1, z2)[0, 1] == pytest.approx(0.6, abs=0.02)
+
+
+def test_split_and_errors():
+    tr, te = paper_synthetic(n=100, seed=0).split(0.3, seed=1)
+    assert tr.X.shape[0] == 70 and te.X.shape[0] == 30
+    with pytest.raises(ValueError, match="rho"):
+        paper_synthetic(rho=1.0)

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from pyro_sparse.diagnostics import (
+    anchors,
+    dci,
+    dci_from_importance,
+    estimated_support,
+    match_factors,
+    support_scores,
+)
+
+
+def test_match_factors_is_one_to_one_under_permutation_and_sign():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((500, 2))
+    codes = np.column_stack([rng.standard_normal(500), -z[:, 1], rng.standard_normal(500),
+                             2 * z[:, 0] + 0.1 * rng.standard_normal(500)])
+    np.testing.assert_array_equal(match_factors(z, codes), [3, 1])
+    # highly correlated truth: argmax would pick one column twice, Hungarian does not
+    z2 = np.column_stack([z[:, 0], z[:, 0] + 0.3 * z[:, 1]])
+    m = match_factors(z2, np.column_stack([z2[:, 1], z2[:, 0]]))
+    assert len(set(m)) == 2
+
+
+def test_support_scores_hand_case():
+    truth = np.array([[1, 0], [0, 1], [1, 1]], bool)
+    est = np.zeros((3, 3), bool)
+    est[0, 2] = est[1, 0] = est[2, 0] = est[2, 1] = True  # one false positive at (2, 1)
+    s = support_scores(truth, est, match=np.array([2, 0]))
+    assert s["precision"] == pytest.approx(3 / 4)
+    assert s["recall"] == pytest.approx(3 / 4)
+    assert s["hamming"] == 2 and not s["exact"]
+    exact = support_scores(truth, est & ~np.eye(3, dtype=bool)[[2, 2, 1]], np.array([2, 0]))
+    assert exact["f1"] <= 1
+
+
+def test_estimated_support_and_anchors():
+    W = np.array([[0.5, 0.0], [0.005, 0.8], [0.3, -0.4]])
+    p = np.array([[0.9, 0.1], [0.9, 0.9], [0.2, 0.7]])
+    S = estimated_support(W, p)
+    np.testing.assert_array_equal(S, [[True, False], [False, True], [False, True]])
+    assert anchors(S) == {0: [0], 1: [1, 2]}
+
+
+def test_dci_perfect_code_scores_one_and_mixed_code_lower():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((600, 2))
+    perfect = np.column_stack([z[:, 1], z[:, 0], rng.standard_normal(600) * 0.0])
+    d = dci(perfect, z)
+    assert d["disentanglement"] > 0.95 and d["informativeness"] > 0.9
+    rot = z @ np.array([[1, 1], [1, -1]]) / np.sqrt(2)
+    assert dci(rot, z)["disentanglement"] < 0.5
+    D, C = dci_from_importance(np.eye(2))
+    assert D == pytest.approx(1.0) and C == pytest.approx(1.0)
+    D, C = dci_from_importance(np.ones((2, 2)))
+    assert D == pytest.approx(0.0, abs=1e-9) and C == pytest.approx(0.0, abs=1e-9)

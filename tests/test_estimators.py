@@ -1,0 +1,220 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import pyro_sparse as ps
+
+
+@pytest.fixture(scope="module")
+def data():
+    return ps.datasets.paper_synthetic(n=300, rho=0.4, seed=1)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    m = ps.SparseVAE(n_factors=4, hidden_dim=16)
+    return m.fit(data.X, epochs=4, batch_size=100, seed=0, progress=False)
+
+
+def test_fitted_attributes_and_shapes(fitted, data):
+    G, K = 7, 4
+    assert fitted.loadings_.shape == (G, K)
+    assert fitted.inclusion_probs_.shape == (G, K)
+    assert ((fitted.inclusion_probs_ >= 0) & (fitted.inclusion_probs_ <= 1)).all()
+    assert fitted.eta_.shape == (K,) and fitted.sigma_.shape == (G,)
+    assert fitted.loss_history_.shape == (4,)
+    assert fitted.transform(data.X).shape == (300, K)
+    assert fitted.reconstruct(data.X).shape == (300, G)
+    assert np.isfinite(fitted.score(data.X))
+
+
+def test_inputs_numpy_torch_dataframe(data, fitted):
+    df = pd.DataFrame(data.X, columns=data.feature_names)
+    m = ps.SparseVAE(n_factors=2, hidden_dim=8).fit(df, epochs=1, progress=False)
+    assert m.feature_names_in_ == data.feature_names
+    np.testing.assert_allclose(m.transform(df), m.transform(torch.tensor(data.X)), rtol=1e-5)
+    with pytest.raises(ValueError, match="feature names differ"):
+        m.transform(df.rename(columns={"x3": "gene3"}))
+    with pytest.raises(TypeError, match="non-numeric column"):
+        m.fit(df.assign(x1="a"), epochs=1, progress=False)
+
+
+def test_same_seed_same_loadings(data):
+    a = ps.SparseVAE(n_factors=3, hidden_dim=8).fit(data.X, epochs=2, seed=5, progress=False)
+    b = ps.SparseVAE(n_factors=3, hidden_dim=8).fit(data.X, epochs=2, seed=5, progress=False)
+    c = ps.SparseVAE(n_factors=3, hidden_dim=8).fit(data.X, epochs=2, seed=6, progress=False)
+    np.testing.assert_array_equal(a.loadings_, b.loadings_)
+    assert not np.array_equal(a.loadings_, c.loadings_)
+
+
+def test_save_load_round_trip(fitted, data, tmp_path):
+    path = fitted.save(tmp_path / "model")
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "weights.safetensors"]
+    m = ps.SparseVAE.load(path)
+    np.testing.assert_array_equal(m.loadings_, fitted.loadings_)
+    np.testing.assert_array_equal(m.inclusion_probs_, fitted.inclusion_probs_)
+    np.testing.assert_array_equal(m.eta_, fitted.eta_)
+    np.testing.assert_array_equal(m.loss_history_, fitted.loss_history_)
+    np.testing.assert_allclose(m.transform(data.X), fitted.transform(data.X))
+    np.testing.assert_allclose(m.reconstruct(data.X), fitted.reconstruct(data.X))
+    fitted.save(path)  # overwriting a model folder is allowed
+    assert not list(tmp_path.glob(".model*"))  # no temporary folders left
+
+
+def test_vae_and_meanfield_and_categorical(data, tmp_path):
+    v = ps.VAE(n_factors=3, beta=2.0, hidden_dim=8).fit(data.X, epochs=2, progress=False)
+    assert not hasattr(v, "loadings_")
+    assert v.transform(data.X).shape == (300, 3)
+    v2 = ps.VAE.load(v.save(tmp_path / "vae"))
+    np.testing.assert_allclose(v2.reconstruct(data.X), v.reconstruct(data.X))
+    mf = ps.SparseVAE(n_factors=3, hidden_dim=8, w_guide="meanfield").fit(data.X, epochs=2,
+                                                                          progress=False)
+    assert mf.loadings_sd_.shape == (7, 3) and (mf.loadings_sd_ > 0).all()
+    counts = np.random.default_rng(0).poisson(3.0, size=(50, 10)) + 1
+    cat = ps.SparseVAE(n_factors=2, likelihood="categorical", hidden_dim=8)
+    cat.fit(counts, epochs=2, batch_size=25, progress=False)
+    rec = cat.reconstruct(counts)
+    np.testing.assert_allclose(rec.sum(1), counts.sum(1), rtol=1e-4)
+    assert cat.sigma_ is None
+
+
+def test_restarts_keep_the_best_elbo(data):
+    m = ps.SparseVAE(n_factors=2, hidden_dim=8, n_restarts=2)
+    m.fit(data.X, epochs=2, seed=10, progress=False)
+    assert m.fit_info_["chosen_restart_seed"] in (10, 11)
+
+
+# ------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("bad,kind", [(np.nan, "NaN"), (np.inf, "inf")])
+def test_non_finite_input_names_row_and_column(data, bad, kind):
+    X = data.X.copy()
+    X[17, 4] = bad
+    m = ps.SparseVAE(n_factors=2)
+    with pytest.raises(ValueError, match=f"{kind} at row 17, column 4"):
+        m.fit(X, epochs=1, progress=False)
+    assert not hasattr(m, "model_")  # nothing fitted
+
+
+def test_wrong_feature_count_in_transform(fitted):
+    with pytest.raises(ValueError, match="has 6 features .* fitted on 7"):
+        fitted.transform(np.zeros((3, 6)))
+    with pytest.raises(ValueError, match="not fitted"):
+        ps.SparseVAE().transform(np.zeros((3, 6)))
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(n_factors=0), ValueError, "n_factors must be >= 1"),
+    (dict(n_factors=2.5), TypeError, "n_factors must be an integer"),
+    (dict(likelihood="poisson?"), ValueError, "unknown likelihood"),
+    (dict(w_guide="laplace"), ValueError, "unknown w_guide"),
+    (dict(lambda0=0), ValueError, "lambda0 must be > 0"),
+    (dict(warmup=2.0), ValueError, "warmup"),
+])
+def test_bad_constructor_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        ps.SparseVAE(**kwargs)
+
+
+def test_bad_fit_arguments(data):
+    m = ps.SparseVAE(n_factors=2)
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        m.fit(data.X, epochs=0)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        m.fit(data.X, lr=-1.0)
+    with pytest.raises(ValueError, match="unknown device"):
+        m.fit(data.X, device="gpu0")
+    with pytest.raises(TypeError, match="X must be"):
+        m.fit("data.csv")
+    assert not hasattr(m, "model_")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_requested_without_cuda(data):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        ps.SparseVAE(n_factors=2).fit(data.X, device="cuda")
+
+
+@pytest.mark.parametrize("bad,match", [(-1, "negative value"), (0.5, "non-integer value")])
+def test_categorical_needs_counts(bad, match):
+    X = np.ones((10, 4))
+    X[2, 3] = bad
+    with pytest.raises(ValueError, match=f"{match} .* at row 2, column 3"):
+        ps.SparseVAE(n_factors=2, likelihood="categorical").fit(X, epochs=1)
+
+
+def test_failed_refit_keeps_previous_fit(fitted, data):
+    before = fitted.loadings_.copy()
+    X = data.X.copy()
+    X[0, 0] = np.nan
+    with pytest.raises(ValueError):
+        fitted.fit(X, epochs=1)
+    np.testing.assert_array_equal(fitted.loadings_, before)
+
+
+def test_load_errors(fitted, tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        ps.SparseVAE.load(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="config.json is missing"):
+        ps.SparseVAE.load(tmp_path / "empty")
+    path = fitted.save(tmp_path / "m")
+    # corrupt JSON
+    cfg = (path / "config.json").read_text()
+    (path / "config.json").write_text(cfg[:40])
+    with pytest.raises(ValueError, match="corrupt"):
+        ps.SparseVAE.load(path)
+    # a JSON that is not ours
+    (path / "config.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not a pyro_sparse model"):
+        ps.SparseVAE.load(path)
+    (path / "config.json").write_text(cfg)
+    # corrupt weights
+    (path / "weights.safetensors").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(ValueError, match="corrupt"):
+        ps.SparseVAE.load(path)
+    # the wrong estimator class
+    path2 = fitted.save(tmp_path / "m2")
+    with pytest.raises(ValueError, match="holds a 'SparseVAE' model"):
+        ps.VAE.load(path2)
+
+
+def test_crafted_pickle_is_never_loaded(fitted, tmp_path):
+    import pickle
+
+    path = fitted.save(tmp_path / "m")
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (path / "weights.safetensors").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(ValueError, match="corrupt"):
+        ps.SparseVAE.load(path)
+    assert not marker.exists()
+
+
+def test_save_refuses_to_overwrite_foreign_folder(fitted, tmp_path):
+    d = tmp_path / "results"
+    d.mkdir()
+    (d / "mine.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a pyro_sparse model folder"):
+        fitted.save(d)
+    assert (d / "mine.txt").read_text() == "keep me"
+
+
+def test_recovers_true_support_on_paper_synthetic():
+    """Recovery test: rho=0.4, the paper's settings, F1 >= 0.9 after one-to-one matching."""
+    from pyro_sparse.diagnostics import estimated_support, match_factors, support_scores
+
+    data = ps.datasets.paper_synthetic(n=1000, rho=0.4, seed=0)
+    train, test = data.split(0.5, seed=0)
+    m = ps.SparseVAE(n_factors=5, hidden_dim=50, lambda0=10.0, lambda1=1.0)
+    m.fit(train.X, epochs=200, batch_size=100, lr=1e-2, seed=0, progress=False)
+    match = match_factors(test.Z, m.transform(test.X))
+    scores = support_scores(data.support, estimated_support(m.loadings_, m.inclusion_probs_),
+                            match)
+    assert scores["f1"] >= 0.9, (scores, m.inclusion_probs_.round(2))

@@ -84,7 +84,7 @@ def summarise(df, variants):
             d = df[(df.variant == v) & (df.rho == rho)]
             if d.empty:
                 continue
-            def f(c, fmt="{:.3f}"):
+            def f(c, fmt="{:.3f}", d=d):
                 return fmt.format(d[c].mean()) if c in d and d[c].notna().any() else "-"
             lines.append(f"| {v} | {rho} | {f('mse')} | {d.mse.std():.3f} | {f('dci_d', '{:.2f}')}"
                          f" | {f('precision', '{:.2f}')} | {f('recall', '{:.2f}')} | "

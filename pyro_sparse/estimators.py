@@ -201,6 +201,18 @@ class _Estimator:
                 out.append(mean_from_output(self.likelihood, self._decode(z), xb).cpu())
         return torch.cat(out).numpy()
 
+    def decode(self, Z) -> np.ndarray:
+        """Decoder mean for given factor values ``Z`` (N, K), shape (N, G).
+
+        For ``categorical`` the result is the softmax over features (a row total of 1).
+        """
+        self._check_fitted()
+        z = torch.as_tensor(np.asarray(Z, dtype=np.float32), device=self.device_)
+        if z.ndim != 2 or z.shape[1] != self.n_factors:
+            raise ValueError(f"Z must have shape (N, {self.n_factors}), got {tuple(z.shape)}")
+        with torch.no_grad(), _local_params():
+            return mean_from_output(self.likelihood, self._decode(z)).cpu().numpy()
+
     def score(self, X, batch_size: int = 1024) -> float:
         """Monte Carlo ELBO per row of ``X`` (higher is better)."""
         arr, _ = self._prepare(X)
@@ -285,6 +297,8 @@ class SparseVAE(_Estimator):
         full-data ELBO is kept.
     factor_correlation : bool
         Learn a factor correlation matrix (z ~ N(0, R), R ~ LKJ).
+    lkj_concentration : float
+        LKJ shape of the correlation prior (1: uniform; larger favours weak correlation).
     pstar : {"standard", "authors"}
         Inclusion-probability formula (see :func:`pyro_sparse.distributions.inclusion_prob`).
     marginalize : {"mixture", "enumerate"}
@@ -305,14 +319,14 @@ class SparseVAE(_Estimator):
     """
 
     _param_names = ("n_factors", "likelihood", "hidden_dim", "lambda0", "lambda1", "a", "b",
-                    "w_guide", "warmup", "n_restarts", "factor_correlation", "pstar",
-                    "marginalize")
+                    "w_guide", "warmup", "n_restarts", "factor_correlation",
+                    "lkj_concentration", "pstar", "marginalize")
 
     def __init__(self, n_factors: int = 5, likelihood: str = "normal", hidden_dim: int = 50,
                  lambda0: float = 10.0, lambda1: float = 1.0, a: float = 1.0, b=None,
                  w_guide: str = "map", warmup: float = 0.1, n_restarts: int = 1,
-                 factor_correlation: bool = False, pstar: str = "standard",
-                 marginalize: str = "mixture"):
+                 factor_correlation: bool = False, lkj_concentration: float = 1.0,
+                 pstar: str = "standard", marginalize: str = "mixture"):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.likelihood = check_likelihood(likelihood)
         self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
@@ -328,6 +342,7 @@ class SparseVAE(_Estimator):
             raise ValueError(f"warmup is a fraction of the epochs, in [0, 1]; got {warmup}")
         self.n_restarts = check_positive_int(n_restarts, "n_restarts")
         self.factor_correlation = bool(factor_correlation)
+        self.lkj_concentration = _check_float(lkj_concentration, "lkj_concentration", 0.0)
         if pstar not in PSTAR_VARIANTS:
             raise ValueError(f"unknown pstar {pstar!r}; choose one of {PSTAR_VARIANTS}")
         if marginalize not in MARGINALIZE:
@@ -343,7 +358,8 @@ class SparseVAE(_Estimator):
                     hidden_dim=self.hidden_dim, likelihood=self.likelihood,
                     lambda0=self.lambda0, lambda1=self.lambda1, a=self.a, b=self.b,
                     sigma_prior_params=list(sp) if sp else None, marginalize=self.marginalize,
-                    pstar=self.pstar, factor_correlation=self.factor_correlation)
+                    pstar=self.pstar, factor_correlation=self.factor_correlation,
+                    lkj_concentration=self.lkj_concentration)
 
     def _make_model(self, cfg):
         return SparseVAEModel(**cfg)

@@ -98,7 +98,7 @@ def test_user_written_svi_loop_with_global_param_store():
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
     W0 = guide.globals_guide.W_gk.detach().clone()
     losses = []
-    for epoch in range(30):
+    for _epoch in range(30):
         perm = torch.randperm(N)
         tot = 0.0
         for s in range(0, N, 50):

@@ -1,0 +1,203 @@
+"""Step implementations compared by benchmarks/speed.py (one module so each runs in a subprocess).
+
+- ``pyro``: pyro_sparse's SVI step (Pyro model + guide, Trace_ELBO, Adam, EM for eta).
+- ``plain``: the same maths written directly in PyTorch (same fused decoder kernel), to
+  measure what Pyro's machinery costs.
+- ``authors``: a per-feature Python loop over the shared decoder with the authors' loss
+  scaling and two Adam optimisers, written from the reference description of their code.
+- ``naive``: the straightforward (batch, features, hidden) vectorisation with autograd.
+- ``vae``: pyro_sparse's dense VAE step (same encoder), for the cost ratio.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+SHAPES = {
+    "synthetic": dict(N=500, G=7, K=5, H=50, B=100, likelihood="normal"),
+    "zeisel": dict(N=3005, G=558, K=15, H=100, B=512, likelihood="normal"),
+    "movielens": dict(N=20000, G=300, K=50, H=300, B=512, likelihood="categorical"),
+}
+
+
+def make_data(shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = SHAPES[shape]
+    if s["likelihood"] == "categorical":
+        return torch.poisson(torch.full((s["N"], s["G"]), 0.3), generator=g) + \
+            (torch.arange(s["G"]) == 0).float()
+    return torch.randn(s["N"], s["G"], generator=g)
+
+
+def pyro_step(shape, x, vae=False):
+    import pyro
+
+    import pyro_sparse as ps
+    from pyro_sparse.estimators import _local_params
+    from pyro_sparse.infer import make_elbo
+
+    s = SHAPES[shape]
+    est = (ps.VAE if vae else ps.SparseVAE)(n_factors=s["K"], hidden_dim=s["H"],
+                                             likelihood=s["likelihood"])
+    model, guide = est._build(est._model_config(x.numpy()), torch.device("cpu"), 0)
+    params = list(model.parameters()) + list(guide.parameters())
+    opt = torch.optim.Adam(params, lr=1e-2, foreach=True)
+    elbo = make_elbo(model)
+    N = x.shape[0]
+
+    def step(idx):
+        with _local_params(), pyro.validation_enabled(False):
+            loss = elbo.differentiable_loss(model, guide, x[idx], N, idx, 1.0, 1.0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return float(loss)
+
+    return step
+
+
+def plain_step(shape, x):
+    """Same ELBO as the Pyro model, written by hand (normal or categorical likelihood)."""
+    from pyro_sparse.distributions import SigmaPrior, eta_mstep, inclusion_prob, ssl_log_prob
+    from pyro_sparse.nn import GaussianEncoder, SparseDecoder
+
+    s = SHAPES[shape]
+    G, K, H = s["G"], s["K"], s["H"]
+    N = x.shape[0]
+    enc, dec = GaussianEncoder(G, K, H), SparseDecoder(G, K, H)
+    W = nn.Parameter(torch.randn(G, K))
+    log_sigma = nn.Parameter(torch.zeros(G))
+    eta = torch.full((K,), 0.5)
+    sp = SigmaPrior(3.0, 0.1948)
+    beta_prior = torch.distributions.Beta(torch.ones(K), torch.full((K,), float(G)))
+    params = list(enc.parameters()) + list(dec.parameters()) + [W, log_sigma]
+    opt = torch.optim.Adam(params, lr=1e-2, foreach=True)
+    cat = s["likelihood"] == "categorical"
+
+    def step(idx):
+        xb = x[idx]
+        B = xb.shape[0]
+        with torch.no_grad():
+            eta.copy_(eta_mstep(inclusion_prob(W, eta, 10.0, 1.0), 1.0, float(G)))
+        xin = xb / xb.sum(-1, keepdim=True).clamp_min(1) if cat else xb
+        loc, scale = enc(xin)
+        z = loc + scale * torch.randn_like(loc)
+        out = dec(z, W)
+        if cat:
+            ll = (xb * torch.log_softmax(out, -1)).sum() + (torch.lgamma(xb.sum(-1) + 1)
+                                                            - torch.lgamma(xb + 1).sum(-1)).sum()
+            prior = 0.0
+        else:
+            sigma = log_sigma.exp()
+            ll = (-0.5 * ((xb - out) / sigma) ** 2 - log_sigma
+                  - 0.5 * math.log(2 * math.pi)).sum()
+            prior = sp.log_prob(sigma).sum()
+        kl = (0.5 * (loc**2 + scale**2 - 1) - scale.log()).sum()
+        prior = prior + ssl_log_prob(W, eta, 10.0, 1.0).sum() + beta_prior.log_prob(eta).sum()
+        loss = -(N / B * (ll - kl) + prior)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    return step
+
+
+class _AuthorsStyleDecoder(nn.Module):
+    """Shared K->H->H network applied feature by feature in a Python loop, G heads H->1."""
+
+    def __init__(self, G, K, H):
+        super().__init__()
+        self.l1 = nn.Linear(K, H, bias=False)
+        self.l2 = nn.Linear(H, H)
+        self.heads = nn.ModuleList([nn.Linear(H, 1) for _ in range(G)])
+
+    def forward(self, z, W):
+        cols = []
+        for g, head in enumerate(self.heads):
+            h = torch.relu(self.l2(torch.relu(self.l1(z * W[g]))))
+            cols.append(head(h))
+        return torch.cat(cols, 1)
+
+
+def authors_step(shape, x):
+    """Per-feature loop, MSE loss averaged over batch x features, priors / batch size."""
+    from pyro_sparse.distributions import eta_mstep, inclusion_prob
+    from pyro_sparse.nn import GaussianEncoder
+
+    s = SHAPES[shape]
+    G, K, H = s["G"], s["K"], s["H"]
+    enc, dec = GaussianEncoder(G, K, H), _AuthorsStyleDecoder(G, K, H)
+    W = nn.Parameter(torch.randn(G, K))
+    log_sigma = nn.Parameter(torch.zeros(G))
+    pstar = torch.full((G, K), 0.5)
+    eta = torch.rand(K)
+    opt_nets = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-2)
+    opt_w = torch.optim.Adam([W, log_sigma], lr=1e-2)
+    cat = s["likelihood"] == "categorical"
+
+    def step(idx):
+        xb = x[idx]
+        B = xb.shape[0]
+        xin = xb / xb.sum(-1, keepdim=True).clamp_min(1) if cat else xb
+        loc, scale = enc(xin)
+        z = loc + scale * torch.randn_like(loc)
+        out = dec(z, W)
+        if cat:
+            rec = -(xb * torch.log_softmax(out, -1)).sum(-1).mean()
+        else:
+            rec = (((xb - out) / log_sigma.exp()) ** 2).mean() + log_sigma.mean()
+        kl = (0.5 * (loc**2 + scale**2 - 1) - scale.log()).mean()
+        pen = ((1.0 * pstar + 10.0 * (1 - pstar)) * W.abs()).sum() / B
+        loss = rec + kl + pen
+        opt_nets.zero_grad()
+        opt_w.zero_grad()
+        loss.backward()
+        opt_nets.step()
+        opt_w.step()
+        with torch.no_grad():
+            pstar.copy_(inclusion_prob(W, eta, 10.0, 1.0, "authors"))
+            eta.copy_(eta_mstep(pstar, 1.0, float(G)))
+        return float(loss)
+
+    return step
+
+
+def naive_step(shape, x):
+    """(B, G, H) vectorisation of the same decoder with plain autograd and a plain ELBO."""
+    s = SHAPES[shape]
+    G, K, H = s["G"], s["K"], s["H"]
+    from pyro_sparse.nn import GaussianEncoder
+
+    enc = GaussianEncoder(G, K, H)
+    l1, l2 = nn.Linear(K, H, bias=False), nn.Linear(H, H)
+    V, c = nn.Parameter(torch.randn(G, H) * 0.1), nn.Parameter(torch.zeros(G))
+    W = nn.Parameter(torch.randn(G, K))
+    opt = torch.optim.Adam(list(enc.parameters()) + list(l1.parameters())
+                           + list(l2.parameters()) + [V, c, W], lr=1e-2, foreach=True)
+
+    def step(idx):
+        xb = x[idx]
+        loc, scale = enc(xb)
+        z = loc + scale * torch.randn_like(loc)
+        h = torch.relu(l2(torch.relu(l1(z.unsqueeze(1) * W))))  # (B, G, H)
+        out = (h * V).sum(-1) + c
+        loss = ((xb - out) ** 2).sum() + (0.5 * (loc**2 + scale**2 - 1) - scale.log()).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    return step
+
+
+IMPLS = {
+    "pyro": lambda shape, x: pyro_step(shape, x),
+    "plain": plain_step,
+    "authors": authors_step,
+    "naive": naive_step,
+    "vae": lambda shape, x: pyro_step(shape, x, vae=True),
+}

@@ -166,7 +166,7 @@ def observation_dist(likelihood: str, out_bg: torch.Tensor, x_bg=None, sigma_g=N
     if likelihood == "normal":
         return Normal(out_bg, sigma_g).to_event(1)
     if likelihood == "categorical":
-        total = x_bg.sum(-1) if x_bg is not None else torch.ones(out_bg.shape[:-1])
+        total = x_bg.sum(-1) if x_bg is not None else out_bg.new_ones(out_bg.shape[:-1])
         return MultinomialLogits(out_bg, total)
     raise ValueError(f"unknown likelihood {likelihood!r}")
 

@@ -180,8 +180,8 @@ class SpikeSlabLasso(TorchDistribution):
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():
             gamma = torch.bernoulli(self.eta.expand(shape))
-            rate = torch.where(gamma > 0, torch.tensor(self.lambda1), torch.tensor(self.lambda0))
-            return torch.distributions.Laplace(torch.zeros(shape), 1.0 / rate).sample()
+            rate = self.lambda1 * gamma + self.lambda0 * (1.0 - gamma)
+            return torch.distributions.Laplace(torch.zeros_like(rate), 1.0 / rate).sample()
 
     def inclusion_prob(self, value):
         """p* of ``value`` under this prior (see :func:`inclusion_prob`)."""

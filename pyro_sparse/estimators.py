@@ -140,6 +140,7 @@ class _Estimator:
             with _local_params():
                 hist = fit_svi(model, guide, x_ng, epochs=epochs, batch_size=batch_size, lr=lr,
                                seed=s, warmup_epochs=self.warmup * epochs, progress=progress,
+                               on_step=self._schedule(model, guide),
                                desc=f"{type(self).__name__} restart {r + 1}/{self.n_restarts}"
                                if self.n_restarts > 1 else type(self).__name__)
                 final = full_data_loss(model, guide, x_ng) if self.n_restarts > 1 else hist[-1]
@@ -156,6 +157,9 @@ class _Estimator:
                               chosen_restart_seed=s, n_rows=int(arr.shape[0]))
         self._set_fitted_attributes()
         return self
+
+    def _schedule(self, model, guide):
+        return None
 
     def _set_fitted_attributes(self):
         est = self.guide_.globals_guide.point_estimates()
@@ -292,6 +296,9 @@ class SparseVAE(_Estimator):
         Point estimate of W with EM for eta (the paper), or a Normal variational posterior.
     warmup : float
         Fraction of the epochs over which the z-KL and prior weights rise linearly to 1.
+    spike_anneal : float
+        Fraction of the epochs over which the spike rate rises from ``lambda1`` to
+        ``lambda0`` (0: fixed at ``lambda0``), as in the SSL's dynamic posterior exploration.
     n_restarts : int
         Independent fits (seeds ``seed``, ``seed + 1``, ...); the one with the best
         full-data ELBO is kept.
@@ -319,13 +326,14 @@ class SparseVAE(_Estimator):
     """
 
     _param_names = ("n_factors", "likelihood", "hidden_dim", "lambda0", "lambda1", "a", "b",
-                    "w_guide", "warmup", "n_restarts", "factor_correlation",
+                    "w_guide", "warmup", "spike_anneal", "n_restarts", "factor_correlation",
                     "lkj_concentration", "pstar", "marginalize")
 
     def __init__(self, n_factors: int = 5, likelihood: str = "normal", hidden_dim: int = 50,
                  lambda0: float = 10.0, lambda1: float = 1.0, a: float = 1.0, b=None,
-                 w_guide: str = "map", warmup: float = 0.1, n_restarts: int = 1,
-                 factor_correlation: bool = False, lkj_concentration: float = 1.0,
+                 w_guide: str = "map", warmup: float = 0.1, spike_anneal: float = 0.0,
+                 n_restarts: int = 1, factor_correlation: bool = False,
+                 lkj_concentration: float = 1.0,
                  pstar: str = "standard", marginalize: str = "mixture"):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.likelihood = check_likelihood(likelihood)
@@ -340,6 +348,10 @@ class SparseVAE(_Estimator):
         self.warmup = _check_float(warmup, "warmup", 0.0, low_inclusive=True)
         if self.warmup > 1:
             raise ValueError(f"warmup is a fraction of the epochs, in [0, 1]; got {warmup}")
+        self.spike_anneal = _check_float(spike_anneal, "spike_anneal", 0.0, low_inclusive=True)
+        if self.spike_anneal > 1:
+            raise ValueError(f"spike_anneal is a fraction of the epochs, in [0, 1]; got "
+                             f"{spike_anneal}")
         self.n_restarts = check_positive_int(n_restarts, "n_restarts")
         self.factor_correlation = bool(factor_correlation)
         self.lkj_concentration = _check_float(lkj_concentration, "lkj_concentration", 0.0)
@@ -351,6 +363,19 @@ class SparseVAE(_Estimator):
 
     def _w_guide(self):
         return self.w_guide
+
+    def _schedule(self, model, guide):
+        if self.spike_anneal <= 0:
+            return None
+        g = guide.globals_guide
+
+        def on_step(step, total):
+            # dynamic posterior exploration (Rockova & George 2018): the spike rate rises
+            # linearly from lambda1 to lambda0, then stays at lambda0
+            frac = min(1.0, (step + 1) / max(1.0, self.spike_anneal * total))
+            model.lambda0 = g.lambda0 = self.lambda1 + frac * (self.lambda0 - self.lambda1)
+
+        return on_step
 
     def _model_config(self, x_ng):
         sp = calibrate_sigma_prior(x_ng.std(0)) if self.likelihood == "normal" else None

@@ -76,7 +76,7 @@ def full_data_loss(model, guide, x_ng: torch.Tensor, batch_size: int = 1024) -> 
 
 def fit_svi(model, guide, x_ng: torch.Tensor, *, epochs: int = 200, batch_size: int = 100,
             lr: float = 1e-2, seed: int = 0, warmup_epochs: float = 0.0, progress=False,
-            desc: str = "fit") -> list[float]:
+            desc: str = "fit", on_step=None) -> list[float]:
     """Fit ``model``/``guide`` by minibatch SVI with Adam.
 
     Parameters
@@ -99,6 +99,8 @@ def fit_svi(model, guide, x_ng: torch.Tensor, *, epochs: int = 200, batch_size: 
         Show a tqdm bar with the running loss.
     desc : str
         Label of the progress bar.
+    on_step : callable, optional
+        Called as ``on_step(step, total_steps)`` before every step (for schedules).
 
     Returns
     -------
@@ -136,6 +138,8 @@ def fit_svi(model, guide, x_ng: torch.Tensor, *, epochs: int = 200, batch_size: 
                 total = 0.0
                 for s in range(0, N, batch_size):
                     idx = perm[s:s + batch_size]
+                    if on_step is not None:
+                        on_step(step, epochs * steps_per_epoch)
                     w = warmup_weight(step, warmup_steps)
                     loss = elbo.differentiable_loss(model, guide, x_ng[idx], N, idx, w, w)
                     optim.zero_grad(set_to_none=True)

@@ -16,7 +16,7 @@ __all__ = ["SparseDecoder", "DenseDecoder", "sparse_decoder_forward", "default_b
 
 
 def default_block_size(batch_size: int, n_features: int, hidden_dim: int) -> int:
-    """Number of features per block so one (batch, block, hidden) slab is about 2 MB.
+    """Number of features per block so one (batch, block, hidden) slab is about 512 KB.
 
     Parameters
     ----------
@@ -28,7 +28,7 @@ def default_block_size(batch_size: int, n_features: int, hidden_dim: int) -> int
     int
         Block size in features, between 1 and ``n_features``.
     """
-    target = 2**19  # float32 elements (2 MiB): stays in the last-level cache
+    target = 2**17  # float32 elements (512 KiB): a block stays in the 1 MiB L2 cache
     per_feature = max(batch_size * hidden_dim, 1)
     return int(min(max(target // per_feature, 1), n_features))
 

@@ -142,8 +142,28 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--name", default="synthetic_study")
+    ap.add_argument("--render", nargs="+", metavar="CSV",
+                    help="no fitting: merge these result CSVs (later files replace earlier "
+                         "rows of the same variant, rho and replicate) and write the table "
+                         "and plot under --name")
     args = ap.parse_args(argv)
     import pandas as pd
+
+    if args.render:
+        df = pd.concat([pd.read_csv(f) for f in args.render], ignore_index=True)
+        df = df.drop_duplicates(["variant", "rho", "rep"], keep="last")
+        variants = [v for v in VARIANTS if v in set(df.variant)]
+        RESULTS.mkdir(exist_ok=True)
+        df.to_csv(RESULTS / f"{args.name}.csv", index=False)
+        header = (f"# {args.name}\n\nMerged from {', '.join(Path(f).name for f in args.render)}"
+                  " (see each run's command in benchmarks/README.md); 2 processes x 1 torch "
+                  f"thread on {platform.node() or '?'} ({os.cpu_count()} cores).\n\n"
+                  f"Means over {df.rep.nunique()} replicates per rho (sd of the MSE beside "
+                  "it).\n\n")
+        (RESULTS / f"{args.name}.md").write_text(header + summarise(df, variants) + "\n")
+        plot(df, variants, RESULTS / f"{args.name}.png")
+        print(header + summarise(df, variants))
+        return
 
     tasks = [(v, rho, rep, args.epochs, {}) for rep in range(args.reps) for rho in args.rhos
              for v in args.variants]

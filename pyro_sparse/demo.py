@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pyro_sparse.demo", description=__doc__)
     ap.add_argument("--n", type=int, default=1000, help="rows simulated (half held out)")
     ap.add_argument("--rho", type=float, default=0.4, help="factor correlation")
-    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=200, help="the paper uses 200")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = ap.parse_args(argv)

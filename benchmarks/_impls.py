@@ -54,7 +54,7 @@ def pyro_step(shape, x, vae=False):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
@@ -101,7 +101,7 @@ def plain_step(shape, x):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
@@ -161,7 +161,7 @@ def authors_step(shape, x):
         with torch.no_grad():
             pstar.copy_(inclusion_prob(W, eta, 10.0, 1.0, "authors"))
             eta.copy_(eta_mstep(pstar, 1.0, float(G)))
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
@@ -189,7 +189,7 @@ def naive_step(shape, x):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 

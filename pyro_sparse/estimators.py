@@ -57,6 +57,12 @@ class _Estimator:
     def _make_model(self, cfg: dict):
         raise NotImplementedError
 
+    def _sigma_prior_params(self, x_ng: np.ndarray):
+        # the noise prior is calibrated on the data's column sds (normal likelihood only)
+        if self.likelihood != "normal":
+            return None
+        return list(calibrate_sigma_prior(x_ng.std(0)))
+
     def _w_guide(self) -> str:
         return "map"
 
@@ -378,11 +384,11 @@ class SparseVAE(_Estimator):
         return on_step
 
     def _model_config(self, x_ng):
-        sp = calibrate_sigma_prior(x_ng.std(0)) if self.likelihood == "normal" else None
         return dict(n_features=int(x_ng.shape[1]), n_factors=self.n_factors,
                     hidden_dim=self.hidden_dim, likelihood=self.likelihood,
+                    sigma_prior_params=self._sigma_prior_params(x_ng),
                     lambda0=self.lambda0, lambda1=self.lambda1, a=self.a, b=self.b,
-                    sigma_prior_params=list(sp) if sp else None, marginalize=self.marginalize,
+                    marginalize=self.marginalize,
                     pstar=self.pstar, factor_correlation=self.factor_correlation,
                     lkj_concentration=self.lkj_concentration)
 
@@ -440,10 +446,9 @@ class VAE(_Estimator):
         self.n_restarts = check_positive_int(n_restarts, "n_restarts")
 
     def _model_config(self, x_ng):
-        sp = calibrate_sigma_prior(x_ng.std(0)) if self.likelihood == "normal" else None
         return dict(n_features=int(x_ng.shape[1]), n_factors=self.n_factors,
                     hidden_dim=self.hidden_dim, likelihood=self.likelihood, beta=self.beta,
-                    sigma_prior_params=list(sp) if sp else None)
+                    sigma_prior_params=self._sigma_prior_params(x_ng))
 
     def _make_model(self, cfg):
         return VAEModel(**cfg)

@@ -1,6 +1,6 @@
 """Probability pieces with no networks: the spike-and-slab-lasso prior and the noise prior."""
 
-from .noise import SigmaPrior, calibrate_sigma_prior, sigma_prior
+from .noise import SigmaPrior, calibrate_sigma_prior
 from .ssl import (
     PSTAR_VARIANTS,
     SpikeSlabLasso,
@@ -20,6 +20,5 @@ __all__ = [
     "eta_mstep",
     "inclusion_prob",
     "laplace_log_density",
-    "sigma_prior",
     "ssl_log_prob",
 ]

@@ -11,7 +11,7 @@ import math
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
-__all__ = ["calibrate_sigma_prior", "SigmaPrior", "sigma_prior", "CHI2_3_Q10_OVER_3"]
+__all__ = ["calibrate_sigma_prior", "SigmaPrior", "CHI2_3_Q10_OVER_3"]
 
 #: chi-square(3) 10% quantile divided by 3
 CHI2_3_Q10_OVER_3 = 0.1948
@@ -76,8 +76,3 @@ class SigmaPrior(TorchDistribution):
         with torch.no_grad():
             g = torch.distributions.Gamma(torch.full(shape, self._alpha), self._beta).sample()
             return g.reciprocal().sqrt()
-
-
-def sigma_prior(nu: float, xi: float, shape=(), device=None) -> SigmaPrior:
-    """:class:`SigmaPrior` with batch shape ``shape`` (``device`` kept for symmetry)."""
-    return SigmaPrior(nu, xi, torch.Size(shape))

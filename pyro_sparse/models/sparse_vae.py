@@ -13,7 +13,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from ..distributions import PSTAR_VARIANTS, SpikeSlabLasso, inclusion_prob, sigma_prior
+from ..distributions import PSTAR_VARIANTS, SigmaPrior, SpikeSlabLasso, inclusion_prob
 from ..likelihoods import check_likelihood, observation_dist
 from ..nn import SparseDecoder
 from ._register import register_params
@@ -148,7 +148,7 @@ class SparseVAEModel(torch.nn.Module):
         if self.likelihood == "normal":
             with features:
                 nu, xi = self.sigma_prior_params
-                sigma_g1 = pyro.sample("sigma", sigma_prior(nu, xi, (G, 1), device=device))
+                sigma_g1 = pyro.sample("sigma", SigmaPrior(nu, xi, (G, 1)))
             sigma_g = sigma_g1.squeeze(-1)
         corr_L = None
         if self.factor_correlation:

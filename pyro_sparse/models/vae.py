@@ -10,7 +10,7 @@ import pyro
 import torch
 from pyro import poutine
 
-from ..distributions import sigma_prior
+from ..distributions import SigmaPrior
 from ..likelihoods import check_likelihood, observation_dist
 from ..nn import DenseDecoder
 from ._register import register_params
@@ -66,7 +66,7 @@ class VAEModel(torch.nn.Module):
                                                                dim=-2):
                 nu, xi = self.sigma_prior_params
                 sigma_g = pyro.sample(
-                    "sigma", sigma_prior(nu, xi, (self.n_features, 1), device=device)
+                    "sigma", SigmaPrior(nu, xi, (self.n_features, 1))
                 ).squeeze(-1)
         if idx is None and n_data is not None and n_data != B:
             idx = torch.arange(B, device=device)

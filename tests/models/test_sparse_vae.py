@@ -63,7 +63,7 @@ def _elbo_at(model, guide, values, *args):
     for name in values:
         gtr.nodes[name]["is_observed"] = False  # let the model replay the fixed draws
     mtr = poutine.trace(poutine.replay(model, trace=gtr)).get_trace(*args)
-    return float(mtr.log_prob_sum() - gtr.log_prob_sum())
+    return float((mtr.log_prob_sum() - gtr.log_prob_sum()).detach())
 
 
 def test_minibatch_elbo_is_unbiased_for_full_data_elbo():

@@ -8,6 +8,7 @@ features, no (batch, features, hidden) tensor materialised at once).
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from torch import nn
@@ -38,14 +39,47 @@ def _relu_grad(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.threshold_backward(grad, out, 0)
 
 
+class _Lease:
+    """Marks a workspace buffer as in use for as long as the autograd node holding it lives."""
+
+
+class _WorkspacePool:
+    """A few reusable activation buffers; a buffer is free once its lease is garbage."""
+
+    def __init__(self, max_buffers: int = 2):
+        self.max_buffers = max_buffers
+        self.entries: list[tuple[torch.Tensor, weakref.ref]] = []
+
+    def take(self, shape, dtype, device, lease) -> torch.Tensor:
+        for i, (buf, ref) in enumerate(self.entries):
+            if ref() is None and buf.shape == shape and buf.dtype == dtype and \
+                    buf.device == device:
+                self.entries[i] = (buf, weakref.ref(lease))
+                return buf
+        buf = torch.empty(shape, dtype=dtype, device=device)
+        # keep the newest buffers; drop free ones of other shapes first
+        self.entries = [e for e in self.entries if e[1]() is not None][-(self.max_buffers - 1):]
+        if self.max_buffers > 0:
+            self.entries.append((buf, weakref.ref(lease)))
+        return buf
+
+    def clear(self) -> None:
+        """Forget every cached buffer (memory is freed once no graph uses it)."""
+        self.entries = []
+
+
+_WORKSPACE = _WorkspacePool()
+
+
 class _SparseDecoderFn(torch.autograd.Function):
     """Fused forward/backward of the shared per-feature network over blocks of features.
 
     out_bg = sum_h V_gh relu(A2 relu(A1 (W_g * z_b)) + b2)_h + c_g
 
     The first layer is folded into one matmul per block: relu(z_bk M_k(gh)) with
-    M_kgh = W_gk A1_hk. The forward saves the two hidden activations of every block (so the
-    backward does no recomputation); all temporaries are block-sized.
+    M_kgh = W_gk A1_hk. When a gradient is needed the forward saves the two hidden
+    activations of every block in a pooled workspace (so the backward does no
+    recomputation); all other temporaries are block-sized.
     """
 
     @staticmethod
@@ -55,18 +89,33 @@ class _SparseDecoderFn(torch.autograd.Function):
         out_bg = torch.empty(B, G, dtype=z_bk.dtype, device=z_bk.device)
         A1t_kh = A1_hk.t()
         A2t_hh = A2_hh.t()
+        save = any(ctx.needs_input_grad)
+        if save:
+            # one (2, G, B, H) buffer for the saved activations, reused across steps while
+            # no live graph holds it: freshly allocated memory is first-touched (page
+            # faults) every step otherwise, which cost as much as the matmuls here
+            lease = _Lease()
+            ws = _WORKSPACE.take((2, G * B * H), z_bk.dtype, z_bk.device, lease)
+            ctx.lease = lease
         h1s, h2s = [], []
         for s in range(0, G, block):
             e = min(s + block, G)
             g = e - s
             M_kx = (W_gk[s:e].t().unsqueeze(-1) * A1t_kh.unsqueeze(1)).reshape(K, g * H)
-            h1_xh = torch.relu_(z_bk @ M_kx).view(B * g, H)
-            h2_xh = torch.relu_(torch.addmm(b2_h, h1_xh, A2t_hh))
-            out_bg[:, s:e] = torch.bmm(
-                h2_xh.view(B, g, H).transpose(0, 1), V_gh[s:e].unsqueeze(-1)
-            ).squeeze(-1).t()
-            h1s.append(h1_xh)
-            h2s.append(h2_xh)
+            if save:
+                h1_xh = ws[0, s * B * H:e * B * H].view(B * g, H)
+                h2_xh = ws[1, s * B * H:e * B * H].view(B * g, H)
+                torch.mm(z_bk, M_kx, out=h1_xh.view(B, g * H))
+                torch.relu_(h1_xh)
+                torch.addmm(b2_h, h1_xh, A2t_hh, out=h2_xh)
+                torch.relu_(h2_xh)
+                h1s.append(h1_xh)
+                h2s.append(h2_xh)
+            else:
+                h1_xh = torch.relu_(z_bk @ M_kx).view(B * g, H)
+                h2_xh = torch.relu_(torch.addmm(b2_h, h1_xh, A2t_hh))
+            # per-feature heads as multiply-and-sum: 4x faster than a batched matvec here
+            out_bg[:, s:e] = (h2_xh.view(B, g, H) * V_gh[s:e]).sum(-1)
         out_bg += c_g
         ctx.save_for_backward(z_bk, W_gk, A1_hk, A2_hh, V_gh)
         ctx.block = block
@@ -81,7 +130,7 @@ class _SparseDecoderFn(torch.autograd.Function):
         B, K = z_bk.shape
         G, H = V_gh.shape
         grad_bg = grad_bg.contiguous()
-        dz_bk = torch.zeros_like(z_bk)
+        dzt_kb = torch.zeros(K, B, dtype=z_bk.dtype, device=z_bk.device)
         dW_gk = torch.empty_like(W_gk)
         dA1_hk = torch.zeros_like(A1_hk)
         dA2_hh = torch.zeros_like(A2_hh)
@@ -95,8 +144,7 @@ class _SparseDecoderFn(torch.autograd.Function):
             g = e - s
             h1_xh, h2_xh = h1s[i], h2s[i]
             gob_gb = grad_bg[:, s:e].t()
-            h2_gbh = h2_xh.view(B, g, H).transpose(0, 1)
-            dV_gh[s:e] = torch.bmm(gob_gb.unsqueeze(1), h2_gbh).squeeze(1)
+            dV_gh[s:e] = (h2_xh.view(B, g, H) * gob_gb.t().unsqueeze(-1)).sum(0)
             dh2_xh = (gob_gb.t().unsqueeze(-1) * V_gh[s:e]).view(B * g, H)
             da2_xh = _relu_grad(dh2_xh, h2_xh)
             db2_h += da2_xh.sum(0)
@@ -105,11 +153,11 @@ class _SparseDecoderFn(torch.autograd.Function):
             dM_kgh = (zt_kb @ da1_bx).view(K, g, H)
             Wt_kg = W_gk[s:e].t()
             M_kx = (Wt_kg.unsqueeze(-1) * A1t_kh.unsqueeze(1)).reshape(K, g * H)
-            dz_bk.addmm_(da1_bx, M_kx.t())
+            dzt_kb.addmm_(M_kx, da1_bx.t())  # (K, B): twice as fast as da1 @ M^T here
             # dW_gk = sum_h dM_kgh A1_hk ; dA1_hk += sum_g dM_kgh W_gk
             dW_gk[s:e] = torch.bmm(dM_kgh, A1t_kh.unsqueeze(-1)).squeeze(-1).t()
             dA1_hk += torch.bmm(Wt_kg.unsqueeze(1), dM_kgh).squeeze(1).t()
-        return dz_bk, dW_gk, dA1_hk, dA2_hh, db2_h, dV_gh, dc_g, None
+        return dzt_kb.t(), dW_gk, dA1_hk, dA2_hh, db2_h, dV_gh, dc_g, None
 
 
 def sparse_decoder_forward(z_bk, W_gk, A1_hk, A2_hh, b2_h, V_gh, c_g, block=None):

@@ -59,3 +59,22 @@ def test_dense_decoder_and_encoder_shapes():
     loc, scale = GaussianEncoder(6, 3, 10)(torch.randn(4, 6))
     assert loc.shape == scale.shape == (4, 3)
     assert (scale > 0).all()
+
+
+def test_workspace_is_not_shared_between_live_graphs():
+    """Two forwards before either backward: each graph keeps its own saved activations."""
+    p1 = params(B=8, G=5, K=3, H=4, seed=1)
+    p2 = params(B=8, G=5, K=3, H=4, seed=2)
+    out1 = sparse_decoder_forward(*p1, block=2)
+    out2 = sparse_decoder_forward(*p2, block=2)  # must not overwrite out1's activations
+    g1 = torch.autograd.grad(out1.sum(), p1)
+    g2 = torch.autograd.grad(out2.sum(), p2)
+    for got, want in zip(g1 + g2, torch.autograd.grad(naive(*p1).sum(), p1)
+                         + torch.autograd.grad(naive(*p2).sum(), p2)):
+        torch.testing.assert_close(got, want)
+
+
+def test_no_grad_forward_matches():
+    p = params()
+    with torch.no_grad():
+        torch.testing.assert_close(sparse_decoder_forward(*p, block=2), naive(*p))

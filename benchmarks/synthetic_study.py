@@ -38,6 +38,9 @@ VARIANTS = {
     "SparseVAE-corr": ("SparseVAE", {"factor_correlation": True}),
     "SparseVAE-restarts3": ("SparseVAE", {"n_restarts": 3}),
     "SparseVAE-authors-pstar": ("SparseVAE", {"pstar": "authors"}),
+    # a stronger Beta(1, b) prior on the inclusion rates (paper: b = G = 7); 35 = G x K
+    "SparseVAE-b35": ("SparseVAE", {"b": 35.0}),
+    "SparseVAE-b50": ("SparseVAE", {"b": 50.0}),
     "SparseVAE-anneal": ("SparseVAE", {"spike_anneal": 0.5}),
     "SparseVAE-corr-anneal": ("SparseVAE", {"factor_correlation": True, "spike_anneal": 0.5}),
     "SparseVAE-corr-restarts3": ("SparseVAE", {"factor_correlation": True, "n_restarts": 3}),

@@ -45,6 +45,13 @@ def _check_float(value, name, low=None, low_inclusive=False):
     return value
 
 
+def _check_fraction(value, name):
+    value = _check_float(value, name, 0.0, low_inclusive=True)
+    if value > 1:
+        raise ValueError(f"{name} is a fraction of the epochs, in [0, 1]; got {value}")
+    return value
+
+
 class _Estimator:
     """Shared fit / transform / reconstruct / save / load of the amortised VAEs."""
 
@@ -351,13 +358,8 @@ class SparseVAE(_Estimator):
         if not isinstance(w_guide, str) or w_guide not in W_GUIDES:
             raise ValueError(f"unknown w_guide {w_guide!r}; choose one of {', '.join(W_GUIDES)}")
         self.w_guide = w_guide
-        self.warmup = _check_float(warmup, "warmup", 0.0, low_inclusive=True)
-        if self.warmup > 1:
-            raise ValueError(f"warmup is a fraction of the epochs, in [0, 1]; got {warmup}")
-        self.spike_anneal = _check_float(spike_anneal, "spike_anneal", 0.0, low_inclusive=True)
-        if self.spike_anneal > 1:
-            raise ValueError(f"spike_anneal is a fraction of the epochs, in [0, 1]; got "
-                             f"{spike_anneal}")
+        self.warmup = _check_fraction(warmup, "warmup")
+        self.spike_anneal = _check_fraction(spike_anneal, "spike_anneal")
         self.n_restarts = check_positive_int(n_restarts, "n_restarts")
         self.factor_correlation = bool(factor_correlation)
         self.lkj_concentration = _check_float(lkj_concentration, "lkj_concentration", 0.0)
@@ -440,9 +442,7 @@ class VAE(_Estimator):
         self.beta = _check_float(beta, "beta", 0.0)
         self.likelihood = check_likelihood(likelihood)
         self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
-        self.warmup = _check_float(warmup, "warmup", 0.0, low_inclusive=True)
-        if self.warmup > 1:
-            raise ValueError(f"warmup is a fraction of the epochs, in [0, 1]; got {warmup}")
+        self.warmup = _check_fraction(warmup, "warmup")
         self.n_restarts = check_positive_int(n_restarts, "n_restarts")
 
     def _model_config(self, x_ng):

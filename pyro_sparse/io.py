@@ -96,7 +96,8 @@ def save_model_folder(path, config: dict, tensors: dict[str, torch.Tensor]) -> P
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                   str(tmp / WEIGHTS_FILE))
         if path.exists():
-            old = path.with_name(path.name + ".old")
+            # move the previous model aside under a fresh name, then swap in the new one
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old)

@@ -57,10 +57,9 @@ class _WorkspacePool:
                 self.entries[i] = (buf, weakref.ref(lease))
                 return buf
         buf = torch.empty(shape, dtype=dtype, device=device)
-        # keep the newest buffers; drop free ones of other shapes first
-        self.entries = [e for e in self.entries if e[1]() is not None][-(self.max_buffers - 1):]
-        if self.max_buffers > 0:
-            self.entries.append((buf, weakref.ref(lease)))
+        # free buffers of another shape are dropped; busy ones stay until their graph dies
+        busy = [e for e in self.entries if e[1]() is not None]
+        self.entries = (busy + [(buf, weakref.ref(lease))])[-self.max_buffers:]
         return buf
 
     def clear(self) -> None:

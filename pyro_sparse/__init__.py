@@ -6,12 +6,15 @@ as Pyro models with amortised guides, sklearn-style estimators and diagnostics.
 
 from . import datasets, diagnostics, distributions, guides, infer, likelihoods, models, nn
 from .estimators import VAE, SparseVAE
+from .restarts import Restarts, fit_restarts
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Restarts",
     "SparseVAE",
     "VAE",
+    "fit_restarts",
     "datasets",
     "diagnostics",
     "distributions",

@@ -18,7 +18,7 @@ from .distributions import PSTAR_VARIANTS, calibrate_sigma_prior
 from .guides import W_GUIDES, make_guide
 from .infer import fit_svi, full_data_loss, resolve_device
 from .io import as_data_matrix, load_model_folder, save_model_folder
-from .likelihoods import check_data, check_likelihood, mean_from_output
+from .likelihoods import check_data, check_likelihood, mean_from_output, observation_dist
 from .models import MARGINALIZE, SparseVAEModel, VAEModel
 from .models.sparse_vae import check_positive_int
 
@@ -50,6 +50,15 @@ def _check_fraction(value, name):
     if value > 1:
         raise ValueError(f"{name} is a fraction of the epochs, in [0, 1]; got {value}")
     return value
+
+
+def _sample_with(obs, gen: torch.Generator) -> torch.Tensor:
+    # torch distributions draw from the global RNG; fork it so the draws follow ``gen``
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+    devices = [gen.device] if gen.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return obs.sample()
 
 
 class _Estimator:
@@ -187,7 +196,7 @@ class _Estimator:
         for s in range(0, x.shape[0], batch_size):
             yield x[s:s + batch_size].to(self.device_)
 
-    def transform(self, X, batch_size: int = 4096) -> np.ndarray:
+    def transform(self, X, batch_size: int = 4096, return_std: bool = False):
         """Encoder means E[z | x], shape (N, K).
 
         Parameters
@@ -196,14 +205,23 @@ class _Estimator:
             Data with the features seen in fit.
         batch_size : int
             Rows per forward pass (bounds memory).
+        return_std : bool
+            Also return the encoder standard deviations sd[z | x] (N, K).
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, K), or a tuple (means, sds)
         """
-        out = []
+        locs, scales = [], []
         with torch.no_grad(), _local_params():
             for xb in self._batches(X, "X", batch_size):
-                out.append(self.guide_.local_guide.encode(xb)[0].cpu())
-        return torch.cat(out).numpy()
+                loc, scale = self.guide_.local_guide.encode(xb)
+                locs.append(loc.cpu())
+                scales.append(scale.cpu())
+        mu = torch.cat(locs).numpy()
+        return (mu, torch.cat(scales).numpy()) if return_std else mu
 
-    def _decode(self, z_bk):
+    def _decode(self, z_bk, W_gk=None):
         raise NotImplementedError
 
     def reconstruct(self, X, batch_size: int = 4096) -> np.ndarray:
@@ -236,6 +254,157 @@ class _Estimator:
         x = torch.as_tensor(arr, dtype=torch.float32, device=self.device_)
         with _local_params():
             return -full_data_loss(self.model_, self.guide_, x, batch_size) / x.shape[0]
+
+    # ------------------------------------------------------------------ posterior protocol
+    # What the diagnostics read (pyro_sparse.diagnostics.to_arviz): draws of the global sites,
+    # per-row log-likelihoods and posterior predictive draws. Decoder and encoder weights
+    # (and sigma) are point estimates in every guide; only W can carry posterior spread.
+
+    def _generator(self, seed: int) -> torch.Generator:
+        gen = torch.Generator(device=self.device_)
+        gen.manual_seed(int(seed))
+        return gen
+
+    def _W_draws(self, num_samples: int, gen) -> torch.Tensor | None:
+        return None  # no W in this model
+
+    def posterior_draws(self, num_samples: int = 1000, seed: int = 0) -> dict:
+        """Draws of the global sites from the fitted posterior approximation.
+
+        Parameters
+        ----------
+        num_samples : int
+            S, the number of draws.
+        seed : int
+            Seed of the draws (the same seed gives the same draws, also in
+            :meth:`log_likelihood` and :meth:`sample_posterior_predictive`).
+
+        Returns
+        -------
+        dict of numpy.ndarray
+            ``W`` (S, G, K), ``inclusion`` (S, G, K) = p*(W_s, eta) and ``eta`` (S, K) for
+            models with loadings; ``sigma`` (S, G) for the normal likelihood. With the MAP
+            guide every draw is the point estimate.
+        """
+        self._check_fitted()
+        S = check_positive_int(num_samples, "num_samples")
+        est = self.guide_.globals_guide.point_estimates()
+        out = {}
+        W = self._W_draws(S, self._generator(seed))
+        if W is not None:
+            eta = est["eta"]
+            out["W"] = W.cpu().numpy()
+            out["inclusion"] = self.model_.inclusion_prob(W, eta).cpu().numpy()
+            out["eta"] = eta.expand(S, -1).cpu().numpy()
+        if "sigma" in est:
+            out["sigma"] = est["sigma"].expand(S, -1).cpu().numpy()
+        return out
+
+    def _predictive_batches(self, X, num_samples, batch_size, seed):
+        # yields (row slice, x_bg, [decoder input per draw]) with the draws' W shared by rows
+        S = check_positive_int(num_samples, "num_samples")
+        B = check_positive_int(batch_size, "batch_size")
+        gen = self._generator(seed)
+        W_s = self._W_draws(S, gen)
+        unique = W_s is None or self.posterior_is_point_mass_
+        arr, _ = self._prepare(X)
+        x = torch.as_tensor(arr, dtype=torch.float32)
+        sigma = self.guide_.globals_guide.point_estimates().get("sigma")
+        for start in range(0, x.shape[0], B):
+            yield (slice(start, start + B), x[start:start + B].to(self.device_), W_s, unique,
+                   sigma, gen)
+
+    def _z_prior(self):
+        K = self.n_factors
+        zeros = torch.zeros(K, device=self.device_)
+        if getattr(self, "factor_correlation", False):
+            L = self.guide_.globals_guide.corr_L.detach()
+            return torch.distributions.MultivariateNormal(zeros, scale_tril=L)
+        return torch.distributions.Normal(zeros, 1.0)
+
+    def log_likelihood(self, X, num_samples: int = 200, n_particles: int = 16,
+                       batch_size: int = 256, seed: int = 0) -> np.ndarray:
+        """Per-row log-likelihood log p(x_n | globals_s) for each posterior draw s.
+
+        The factors z_n are integrated out by importance sampling with the encoder as the
+        proposal (the IWAE estimate with ``n_particles`` draws; a lower bound in expectation
+        that tightens as ``n_particles`` grows). The same z particles serve every draw s
+        (common random numbers), so the spread over s is posterior spread, not Monte Carlo
+        noise. This is what PSIS-LOO (``arviz_stats.loo``) needs.
+
+        Parameters
+        ----------
+        X : array-like, shape (N, G)
+        num_samples : int
+            S, posterior draws (the first S draws of :meth:`posterior_draws` with this seed).
+        n_particles : int
+            Importance samples of z_n.
+        batch_size : int
+            Rows per pass (memory is about ``n_particles * batch_size * G`` floats).
+        seed : int
+
+        Returns
+        -------
+        numpy.ndarray, shape (S, N)
+        """
+        L = check_positive_int(n_particles, "n_particles")
+        prior = self._z_prior()
+        chunks = []
+        with torch.no_grad(), _local_params():
+            for _, xb, W_s, unique, sigma, gen in self._predictive_batches(
+                    X, num_samples, batch_size, seed):
+                loc, scale = self.guide_.local_guide.encode(xb)
+                eps = torch.randn((L, *loc.shape), generator=gen, device=loc.device)
+                z = loc + scale * eps
+                lw = prior.log_prob(z)
+                lw = (lw.sum(-1) if lw.dim() == 3 else lw) - \
+                    torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
+                S = 1 if unique else W_s.shape[0]
+                rows = []
+                for s in range(S):
+                    W = None if W_s is None else W_s[s]
+                    out = self._decode(z.reshape(-1, z.shape[-1]), W).reshape(L, *xb.shape)
+                    obs = observation_dist(self.likelihood, out, xb.expand(L, -1, -1), sigma)
+                    lx = obs.log_prob(xb.expand(L, -1, -1))
+                    rows.append(torch.logsumexp(lx + lw, 0) - math.log(L))
+                ll = torch.stack(rows)
+                chunks.append(ll.expand(num_samples, -1).cpu())
+        return torch.cat(chunks, 1).numpy().astype(np.float64)
+
+    def sample_posterior_predictive(self, X, num_samples: int = 200, batch_size: int = 256,
+                                    seed: int = 0) -> np.ndarray:
+        """Replicated data: for each draw s and row n, z ~ q(z | x_n), x ~ p(x | z, globals_s).
+
+        For ``categorical`` each replicate keeps the observed row total.
+
+        Parameters
+        ----------
+        X : array-like, shape (N, G)
+        num_samples : int
+            S, posterior draws (the first S draws of :meth:`posterior_draws`).
+        batch_size : int
+            Rows per pass.
+        seed : int
+
+        Returns
+        -------
+        numpy.ndarray, shape (S, N, G)
+        """
+        chunks = []
+        with torch.no_grad(), _local_params():
+            for _, xb, W_s, _unique, sigma, gen in self._predictive_batches(
+                    X, num_samples, batch_size, seed):
+                loc, scale = self.guide_.local_guide.encode(xb)
+                S = int(num_samples)
+                z = loc + scale * torch.randn((S, *loc.shape), generator=gen, device=loc.device)
+                reps = []
+                for s in range(S):
+                    W = None if W_s is None else W_s[s]
+                    out = self._decode(z[s], W)
+                    obs = observation_dist(self.likelihood, out, xb, sigma)
+                    reps.append(_sample_with(obs, gen))
+                chunks.append(torch.stack(reps).cpu())
+        return torch.cat(chunks, 1).numpy()
 
     # ------------------------------------------------------------------ persistence
     def save(self, path):
@@ -406,9 +575,19 @@ class SparseVAE(_Estimator):
             self.loadings_sd_ = self.guide_.globals_guide.W_scale_gk.detach().cpu().numpy()
         return est
 
-    def _decode(self, z_bk):
-        W = self.guide_.globals_guide._W_point().detach()
-        return self.model_.decoder(z_bk, W)
+    @property
+    def posterior_is_point_mass_(self) -> bool:
+        """True for the MAP guide (every draw of W is the MAP), False for ``meanfield``."""
+        self._check_fitted()
+        return self.w_guide == "map"
+
+    def _W_draws(self, num_samples, gen):
+        return self.guide_.globals_guide.sample_W(num_samples, generator=gen)
+
+    def _decode(self, z_bk, W_gk=None):
+        if W_gk is None:
+            W_gk = self.guide_.globals_guide._W_point().detach()
+        return self.model_.decoder(z_bk, W_gk)
 
 
 class VAE(_Estimator):
@@ -453,5 +632,11 @@ class VAE(_Estimator):
     def _make_model(self, cfg):
         return VAEModel(**cfg)
 
-    def _decode(self, z_bk):
+    @property
+    def posterior_is_point_mass_(self) -> bool:
+        """Always True: the VAE's global parameters are point estimates."""
+        self._check_fitted()
+        return True
+
+    def _decode(self, z_bk, W_gk=None):
         return self.model_.decoder(z_bk)

@@ -1,15 +1,36 @@
-"""Diagnostics of fitted models: support recovery after factor matching, DCI disentanglement."""
+"""Diagnostics of fitted models: ArviZ conversion, anchor reports, support recovery after
+factor matching, DCI / MIG disentanglement and latent activity."""
 
+from .anchors import (
+    AnchorReport,
+    anchor_probability,
+    anchor_report,
+    match_supports,
+    prune_factors,
+)
+from .arviz import chains_of, to_arviz
 from .disentanglement import dci, dci_from_importance, importance_matrix
+from .latent import active_units, discretize, latent_activity, mig
 from .support import abs_corr, anchors, estimated_support, match_factors, support_scores
 
 __all__ = [
+    "AnchorReport",
     "abs_corr",
+    "active_units",
+    "anchor_probability",
+    "anchor_report",
     "anchors",
+    "chains_of",
     "dci",
     "dci_from_importance",
+    "discretize",
     "estimated_support",
     "importance_matrix",
+    "latent_activity",
     "match_factors",
+    "match_supports",
+    "mig",
+    "prune_factors",
     "support_scores",
+    "to_arviz",
 ]

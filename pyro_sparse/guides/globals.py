@@ -146,8 +146,8 @@ class MAPGlobalGuide(_GlobalGuideBase):
         return inclusion_prob(self.W_gk.detach(), self.eta_k, self.lambda0, self.lambda1,
                               self.pstar)
 
-    def sample_W(self, num_samples: int) -> torch.Tensor:
-        """Draws of W: a point mass, repeated (shape (S, G, K))."""
+    def sample_W(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draws of W: a point mass, repeated (shape (S, G, K); ``generator`` is unused)."""
         W = self.W_gk.detach()
         return W.expand(num_samples, *W.shape).clone()
 
@@ -187,10 +187,13 @@ class MeanFieldGlobalGuide(_GlobalGuideBase):
     def _sample_W(self):
         pyro.sample("W", dist.Normal(self.W_loc_gk, self.W_scale_gk))
 
-    def sample_W(self, num_samples: int) -> torch.Tensor:
-        """Draws of W from q, shape (S, G, K)."""
+    def sample_W(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draws of W from q, shape (S, G, K); ``generator`` makes them reproducible."""
         with torch.no_grad():
-            return dist.Normal(self.W_loc_gk, self.W_scale_gk).sample((num_samples,))
+            loc, scale = self.W_loc_gk, self.W_scale_gk
+            eps = torch.randn((num_samples, *loc.shape), generator=generator, device=loc.device,
+                              dtype=loc.dtype)
+            return loc + scale * eps
 
     def inclusion_probs(self, num_samples: int = 200) -> torch.Tensor:
         """E_q[p*_gk] by Monte Carlo over ``num_samples`` draws of W."""

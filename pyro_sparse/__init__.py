@@ -7,6 +7,7 @@ as Pyro models with amortised guides, sklearn-style estimators and diagnostics.
 from . import datasets, diagnostics, distributions, guides, infer, likelihoods, models, nn
 from .estimators import VAE, SparseVAE
 from .restarts import Restarts, fit_restarts
+from .selection import select_n_factors
 
 __version__ = "0.1.0"
 
@@ -15,6 +16,7 @@ __all__ = [
     "SparseVAE",
     "VAE",
     "fit_restarts",
+    "select_n_factors",
     "datasets",
     "diagnostics",
     "distributions",

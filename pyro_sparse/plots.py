@@ -1,14 +1,17 @@
 """Matplotlib figures of fitted models; every function returns a Figure and never shows it.
 
-Loadings heatmaps with inclusion probabilities, and anchor curves (a feature against its
-matched factor with the decoder's curve, as the paper's Figure 2).
+Loadings heatmaps with inclusion probabilities, anchor curves (a feature against its matched
+factor with the decoder's curve, as the paper's Figure 2), and figures of the DataTree from
+:func:`pyro_sparse.diagnostics.to_arviz`: forest plot, loss trace, posterior predictive check,
+and the K-selection curve of :func:`pyro_sparse.select_n_factors`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_loadings", "plot_anchor_curves"]
+__all__ = ["plot_loadings", "plot_anchor_curves", "plot_forest", "plot_loss", "plot_ppc",
+           "plot_k_selection"]
 
 
 def _figure(figsize):
@@ -90,4 +93,174 @@ def plot_anchor_curves(estimator, X, features, factor_of, feature_names=None, gr
         name = feature_names[g] if feature_names else f"feature {g}"
         ax.set_xlabel(f"factor {k} (encoder mean)")
         ax.set_ylabel(name)
+    return fig
+
+
+def _group(dt, name):
+    try:
+        return dt[name].to_dataset()
+    except KeyError:
+        raise ValueError(f"the DataTree has no {name!r} group; build it with to_arviz(...)"
+                         f"{' with X and posterior_predictive=True' if 'pred' in name else ''}"
+                         ) from None
+
+
+def plot_forest(dt, factor, prob: float = 0.9, features=None, threshold: float = 0.5):
+    """Forest plot of one factor's loadings: posterior mean and central interval per feature.
+
+    Each chain (restart) is drawn separately; features whose mean inclusion probability is
+    at least ``threshold`` are drawn filled, the others hollow.
+
+    Parameters
+    ----------
+    dt : xarray.DataTree
+        From :func:`pyro_sparse.diagnostics.to_arviz` (needs ``W`` in the posterior).
+    factor : int or str
+        Factor index or name (``"factor_0"``...).
+    prob : float
+        Mass of the central interval.
+    features : sequence of str, optional
+        Features to show (default all).
+    threshold : float
+        p* threshold for the filled markers.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    post = _group(dt, "posterior")
+    if "W" not in post:
+        raise ValueError("the posterior has no W (a VAE has no loadings)")
+    name = factor if isinstance(factor, str) else f"factor_{int(factor)}"
+    if name not in list(post["factor"].values):
+        raise ValueError(f"unknown factor {factor!r}; the model has {list(post['factor'].values)}")
+    W = post["W"].sel(factor=name)
+    P = post["inclusion"].sel(factor=name).mean(("chain", "draw"))
+    if features is not None:
+        W, P = W.sel(feature=list(features)), P.sel(feature=list(features))
+    feats = [str(f) for f in W["feature"].values]
+    C = W.sizes["chain"]
+    lo_q, hi_q = (1 - prob) / 2, 1 - (1 - prob) / 2
+    fig = _figure((5.5, 1.0 + 0.3 * len(feats) * max(1, C / 2)))
+    ax = fig.add_subplot()
+    y = np.arange(len(feats))[::-1].astype(float)
+    for c in range(C):
+        Wc = W.isel(chain=c)
+        mean = Wc.mean("draw").values
+        lo, hi = Wc.quantile(lo_q, "draw").values, Wc.quantile(hi_q, "draw").values
+        yc = y + (c - (C - 1) / 2) * 0.8 / max(C, 1)
+        ax.hlines(yc, lo, hi, color=f"C{c}", lw=2)
+        inside = P.values >= threshold
+        ax.scatter(mean[inside], yc[inside], color=f"C{c}", zorder=3,
+                   label=f"chain {c}" if C > 1 else None)
+        ax.scatter(mean[~inside], yc[~inside], facecolor="white", edgecolor=f"C{c}", zorder=3)
+    ax.axvline(0, color="0.5", lw=0.8, ls=":")
+    ax.set_yticks(y, [f"{f} (p*={p:.2f})" for f, p in zip(feats, P.values)])
+    ax.set_xlabel(f"W[:, {name}] (dot: mean, bar: central {prob:.0%} interval)")
+    ax.set_title(f"Loadings of {name}; filled: p* >= {threshold}")
+    if C > 1:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def plot_loss(dt_or_history, start: int = 0):
+    """Training loss trace (mean negative ELBO per epoch), one line per chain.
+
+    Parameters
+    ----------
+    dt_or_history : xarray.DataTree or array-like, shape (epochs,) or (chains, epochs)
+        A DataTree with ``sample_stats/loss``, or ``loss_history_``.
+    start : int
+        First epoch shown (the first epochs often dwarf the rest).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if hasattr(dt_or_history, "children"):
+        loss = np.atleast_2d(_group(dt_or_history, "sample_stats")["loss"].values)
+    else:
+        loss = np.atleast_2d(np.asarray(dt_or_history, float))
+    fig = _figure((5.5, 3.2))
+    ax = fig.add_subplot()
+    epochs = np.arange(loss.shape[1])
+    for c, row in enumerate(loss):
+        ax.plot(epochs[start:], row[start:], color=f"C{c}", lw=1.2,
+                label=f"chain {c}" if len(loss) > 1 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (negative ELBO)")
+    if len(loss) > 1:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def plot_ppc(dt, features=None, n_replicates: int = 50, bins: int = 40):
+    """Posterior predictive check: observed distribution of each feature against replicates.
+
+    Parameters
+    ----------
+    dt : xarray.DataTree
+        From ``to_arviz(model, X=X, posterior_predictive=True)``.
+    features : sequence of str, optional
+        Features to show (default: up to the first 6).
+    n_replicates : int
+        Replicated data sets drawn (thin lines).
+    bins : int
+        Histogram bins.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    obs = _group(dt, "observed_data")["x"]
+    pp = _group(dt, "posterior_predictive")["x"]
+    names = [str(f) for f in obs["feature"].values]
+    feats = list(features) if features is not None else names[:6]
+    fig = _figure((2.6 * len(feats), 2.6))
+    axes = fig.subplots(1, len(feats), squeeze=False)[0]
+    reps = pp.stack(sample=("chain", "draw"))
+    n = min(int(n_replicates), reps.sizes["sample"])
+    for ax, f in zip(axes, feats):
+        o = obs.sel(feature=f).values
+        r = reps.sel(feature=f).values  # (obs_id, samples)
+        edges = np.histogram_bin_edges(np.concatenate([o, r[:, :n].ravel()]), bins=bins)
+        mid = (edges[:-1] + edges[1:]) / 2
+        for i in range(n):
+            ax.plot(mid, np.histogram(r[:, i], edges, density=True)[0], color="C0",
+                    alpha=0.15, lw=0.8)
+        ax.plot(mid, np.histogram(o, edges, density=True)[0], color="k", lw=1.5)
+        ax.set_title(f)
+        ax.set_yticks([])
+    axes[0].set_ylabel("density (black: observed,\nblue: replicates)")
+    return fig
+
+
+def plot_k_selection(table):
+    """Held-out log-likelihood per row against K, with the factors each fit uses.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`pyro_sparse.select_n_factors`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig = _figure((5.5, 3.4))
+    ax = fig.add_subplot()
+    k = table["n_factors"].to_numpy()
+    ax.plot(k, table["heldout_loglik"], "o-", color="C0", label="held-out log-lik / row")
+    ax.plot(k, table["heldout_elbo"], "s--", color="C0", alpha=0.5,
+            label="held-out ELBO / row")
+    rec = table.loc[table["recommended"], "n_factors"]
+    for kr in rec:
+        ax.axvline(kr, color="C3", ls=":", label=f"recommended K = {kr}")
+    ax.set_xlabel("K (factors fitted)")
+    ax.set_ylabel("nats per row")
+    ax2 = ax.twinx()
+    ax2.bar(k, table["used_factors"], alpha=0.2, color="C2", width=0.4)
+    ax2.set_ylabel("factors used (non-empty support)", color="C2")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_xticks(k)
     return fig

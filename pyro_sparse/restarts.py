@@ -155,8 +155,6 @@ def fit_restarts(estimator, X, n_restarts: int = 4, seed: int = 0, **fit_kwargs)
     R = check_positive_int(n_restarts, "n_restarts")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
-    if "seed" in fit_kwargs:
-        raise TypeError("give seed as fit_restarts(seed=...); restart r uses seed + r")
     params = dict(estimator.get_params())
     if "n_restarts" in params:
         params["n_restarts"] = 1

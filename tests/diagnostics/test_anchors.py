@@ -1,0 +1,95 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import pyro_sparse as ps
+from pyro_sparse.diagnostics import (
+    anchor_probability,
+    anchor_report,
+    match_supports,
+    prune_factors,
+)
+
+
+def test_anchor_probability_hand_case():
+    p = np.array([[0.9, 0.2, 0.0], [0.5, 0.5, 0.5]])
+    a = anchor_probability(p)
+    np.testing.assert_allclose(a[0], [0.9 * 0.8, 0.2 * 0.1, 0.0])
+    np.testing.assert_allclose(a[1], [0.125, 0.125, 0.125])
+    # averaged over draws
+    draws = np.stack([p, np.zeros_like(p)])
+    np.testing.assert_allclose(anchor_probability(draws), a / 2)
+    with pytest.raises(ValueError, match="shape"):
+        anchor_probability(np.zeros(3))
+
+
+def test_match_supports_finds_permutation():
+    St = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [1, 1]], bool)
+    Sh = np.zeros((5, 4), bool)
+    Sh[:, 3] = St[:, 0]
+    Sh[:, 1] = St[:, 1]
+    np.testing.assert_array_equal(match_supports(St, Sh), [3, 1])
+    with pytest.raises(ValueError, match="features"):
+        match_supports(St, Sh[:4])
+
+
+class _Fake:
+    """A fitted-estimator stand-in with known inclusion probabilities (the protocol)."""
+
+    def __init__(self, p_gk, eta_k, names=None):
+        self.inclusion_probs_ = np.asarray(p_gk, float)
+        self.eta_ = np.asarray(eta_k, float)
+        self.n_factors = self.inclusion_probs_.shape[1]
+        self.feature_names_in_ = names
+        self.posterior_is_point_mass_ = True
+
+    def _check_fitted(self):
+        pass
+
+    def posterior_draws(self, num_samples, seed=0):
+        S = num_samples
+        return {"inclusion": np.repeat(self.inclusion_probs_[None], S, 0),
+                "W": np.repeat(self.inclusion_probs_[None], S, 0)}
+
+
+def test_report_on_known_support():
+    # factor 0: anchors a, b; factor 1: one anchor c (A1 fails); factor 2 unused
+    p = np.array([[0.99, 0.01, 0.0], [0.9, 0.1, 0.0], [0.02, 0.97, 0.0],
+                  [0.95, 0.95, 0.0], [0.1, 0.2, 0.0]])
+    fake = _Fake(p, [0.5, 0.4, 0.001], names=list("abcde"))
+    rep = anchor_report(fake, num_samples=3)
+    assert isinstance(rep.table, pd.DataFrame)
+    assert list(rep.table["feature"]) == ["a", "b", "c"]
+    f = rep.factors.set_index("factor")
+    assert f.loc["factor_0", "a1"] and not f.loc["factor_1", "a1"]
+    assert f.loc["factor_2", "unused"] and rep.unused_factors == ["factor_2"]
+    assert f.loc["factor_0", "n_support"] == 3 and f.loc["factor_1", "n_anchors"] == 1
+    np.testing.assert_allclose(rep.table["anchor_prob"].iloc[0], 0.99 * 0.99 * 1.0)
+    text = str(rep)
+    assert "A1 FAILS" in text and "factor_2" in text and "MAP fit" in text
+    np.testing.assert_array_equal(prune_factors(fake), [0, 1])
+    # against the truth, factors given in another order
+    truth = np.array([[0, 1], [0, 1], [1, 0], [1, 1], [0, 0]], bool)
+    rep = anchor_report(fake, truth=truth, num_samples=3)
+    s = rep.scores
+    np.testing.assert_array_equal(s["match"], [1, 0])
+    assert s["f1"] == 1.0 and s["hamming"] == 0 and s["anchor_recall"] == 1.0
+    assert "F1 1.00" in str(rep)
+    with pytest.raises(ValueError, match="support matrix"):
+        anchor_report(fake, truth=truth[:3])
+    with pytest.raises(ValueError, match="threshold"):
+        anchor_report(fake, threshold=1.5)
+
+
+def test_report_on_a_fitted_model_and_vae_error():
+    d = ps.datasets.paper_synthetic(n=300, seed=0)
+    m = ps.SparseVAE(n_factors=3, hidden_dim=16, w_guide="meanfield").fit(
+        d.X, epochs=40, progress=False)
+    rep = anchor_report(m, truth=d.support, z_true=d.Z, X=d.X, num_samples=50)
+    assert set(rep.scores) >= {"precision", "recall", "f1", "hamming", "anchor_recall"}
+    assert 0 <= rep.scores["f1"] <= 1
+    assert (rep.table["anchor_prob"].between(0, 1)).all()
+    assert rep.support.shape == (7, 3)
+    v = ps.VAE(n_factors=2, hidden_dim=8).fit(d.X, epochs=1, progress=False)
+    with pytest.raises(TypeError, match="needs a SparseVAE"):
+        anchor_report(v)

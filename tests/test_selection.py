@@ -1,0 +1,35 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import pyro_sparse as ps
+
+
+def test_select_n_factors_table_and_recommendation():
+    d = ps.datasets.paper_synthetic(n=600, seed=0)
+    X = pd.DataFrame(d.X, columns=d.feature_names)
+    t = ps.select_n_factors(ps.SparseVAE(), X, [1, 2, 4], heldout=0.25, epochs=150,
+                            progress=False)
+    assert list(t["n_factors"]) == [1, 2, 4]
+    assert t["recommended"].sum() == 1
+    assert t.attrs["n_heldout"] == 150 and t.attrs["n_train"] == 450
+    assert np.isfinite(t["heldout_loglik"]).all()
+    # the held-out log-likelihood (IWAE) is at least the held-out ELBO, up to MC noise
+    assert (t["heldout_loglik"] > t["heldout_elbo"] - 0.05).all()
+    # two true factors: one factor fits the held-out rows clearly worse than two; the
+    # over-specified fit (K=4) leaves factors empty
+    assert t.loc[1, "heldout_loglik"] > t.loc[0, "heldout_loglik"] + 0.5
+    assert t.loc[2, "used_factors"] < 4
+    assert (t["used_factors"] <= t["n_factors"]).all()
+    v = ps.select_n_factors(ps.VAE(hidden_dim=8), d.X, [2], epochs=2, progress=False)
+    assert v["recommended"].all()
+
+
+def test_select_n_factors_bad_input():
+    X = np.zeros((10, 3))
+    with pytest.raises(ValueError, match="at least one K"):
+        ps.select_n_factors(ps.VAE(), X, [])
+    with pytest.raises(ValueError, match="heldout"):
+        ps.select_n_factors(ps.VAE(), X, [1], heldout=1.0)
+    with pytest.raises(ValueError, match="n_factors"):
+        ps.select_n_factors(ps.VAE(), X, [0])

@@ -6,7 +6,7 @@ PIP    := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: demo test lint bench-synthetic bench-speed clean
+.PHONY: demo test lint bench-synthetic bench-speed bench-calibration bench-identifiability clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ bench-synthetic: $(VENV)/.test
 
 bench-speed: $(VENV)/.test
 	$(BIN)/python benchmarks/speed.py
+
+bench-calibration: $(VENV)/.test
+	$(BIN)/python benchmarks/calibration.py --reps 6 --jobs 2
+
+bench-identifiability: $(VENV)/.test
+	$(BIN)/python benchmarks/identifiability.py --reps 3 --jobs 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -30,7 +30,6 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BINS = np.linspace(0.0, 1.0, 11)
-Z50, Z90 = 0.6744897501960817, 1.6448536269514722
 
 
 def simulate(seed, n=2000, n_features=24, n_factors=3, hidden=20, lambda0=10.0, lambda1=1.0,

@@ -300,27 +300,24 @@ class _Estimator:
             out["sigma"] = est["sigma"].expand(S, -1).cpu().numpy()
         return out
 
-    def _predictive_batches(self, X, num_samples, batch_size, seed):
-        # yields (row slice, x_bg, [decoder input per draw]) with the draws' W shared by rows
+    def _predictive_setup(self, X, num_samples, batch_size, seed):
+        # what log_likelihood and sample_posterior_predictive share: the data in row batches,
+        # the W draws (None without W), sigma, and the generator that continues the draws
         S = check_positive_int(num_samples, "num_samples")
         B = check_positive_int(batch_size, "batch_size")
         gen = self._generator(seed)
         W_s = self._W_draws(S, gen)
-        unique = W_s is None or self.posterior_is_point_mass_
         arr, _ = self._prepare(X)
-        x = torch.as_tensor(arr, dtype=torch.float32)
+        batches = torch.as_tensor(arr, dtype=torch.float32).split(B)
         sigma = self.guide_.globals_guide.point_estimates().get("sigma")
-        for start in range(0, x.shape[0], B):
-            yield (slice(start, start + B), x[start:start + B].to(self.device_), W_s, unique,
-                   sigma, gen)
+        return batches, W_s, sigma, gen
 
     def _z_prior(self):
-        K = self.n_factors
-        zeros = torch.zeros(K, device=self.device_)
+        zeros = torch.zeros(self.n_factors, device=self.device_)
         if getattr(self, "factor_correlation", False):
             L = self.guide_.globals_guide.corr_L.detach()
             return torch.distributions.MultivariateNormal(zeros, scale_tril=L)
-        return torch.distributions.Normal(zeros, 1.0)
+        return torch.distributions.Independent(torch.distributions.Normal(zeros, 1.0), 1)
 
     def log_likelihood(self, X, num_samples: int = 200, n_particles: int = 16,
                        batch_size: int = 256, seed: int = 0) -> np.ndarray:
@@ -349,26 +346,24 @@ class _Estimator:
         """
         L = check_positive_int(n_particles, "n_particles")
         prior = self._z_prior()
+        batches, W_s, sigma, gen = self._predictive_setup(X, num_samples, batch_size, seed)
+        # a point mass gives the same value for every draw: compute it once
+        n_distinct = 1 if W_s is None or self.posterior_is_point_mass_ else W_s.shape[0]
         chunks = []
         with torch.no_grad(), _local_params():
-            for _, xb, W_s, unique, sigma, gen in self._predictive_batches(
-                    X, num_samples, batch_size, seed):
+            for xb in batches:
+                xb = xb.to(self.device_)
                 loc, scale = self.guide_.local_guide.encode(xb)
-                eps = torch.randn((L, *loc.shape), generator=gen, device=loc.device)
-                z = loc + scale * eps
-                lw = prior.log_prob(z)
-                lw = (lw.sum(-1) if lw.dim() == 3 else lw) - \
-                    torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
-                S = 1 if unique else W_s.shape[0]
+                z = loc + scale * torch.randn((L, *loc.shape), generator=gen, device=loc.device)
+                lw = prior.log_prob(z) - torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
+                x_lbg = xb.expand(L, -1, -1)
                 rows = []
-                for s in range(S):
+                for s in range(n_distinct):
                     W = None if W_s is None else W_s[s]
-                    out = self._decode(z.reshape(-1, z.shape[-1]), W).reshape(L, *xb.shape)
-                    obs = observation_dist(self.likelihood, out, xb.expand(L, -1, -1), sigma)
-                    lx = obs.log_prob(xb.expand(L, -1, -1))
+                    out = self._decode(z.reshape(-1, z.shape[-1]), W).reshape(x_lbg.shape)
+                    lx = observation_dist(self.likelihood, out, x_lbg, sigma).log_prob(x_lbg)
                     rows.append(torch.logsumexp(lx + lw, 0) - math.log(L))
-                ll = torch.stack(rows)
-                chunks.append(ll.expand(num_samples, -1).cpu())
+                chunks.append(torch.stack(rows).expand(num_samples, -1).cpu())
         return torch.cat(chunks, 1).numpy().astype(np.float64)
 
     def sample_posterior_predictive(self, X, num_samples: int = 200, batch_size: int = 256,
@@ -390,18 +385,18 @@ class _Estimator:
         -------
         numpy.ndarray, shape (S, N, G)
         """
+        batches, W_s, sigma, gen = self._predictive_setup(X, num_samples, batch_size, seed)
+        S = int(num_samples)
         chunks = []
         with torch.no_grad(), _local_params():
-            for _, xb, W_s, _unique, sigma, gen in self._predictive_batches(
-                    X, num_samples, batch_size, seed):
+            for xb in batches:
+                xb = xb.to(self.device_)
                 loc, scale = self.guide_.local_guide.encode(xb)
-                S = int(num_samples)
                 z = loc + scale * torch.randn((S, *loc.shape), generator=gen, device=loc.device)
                 reps = []
                 for s in range(S):
                     W = None if W_s is None else W_s[s]
-                    out = self._decode(z[s], W)
-                    obs = observation_dist(self.likelihood, out, xb, sigma)
+                    obs = observation_dist(self.likelihood, self._decode(z[s], W), xb, sigma)
                     reps.append(_sample_with(obs, gen))
                 chunks.append(torch.stack(reps).cpu())
         return torch.cat(chunks, 1).numpy()

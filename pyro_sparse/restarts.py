@@ -12,17 +12,10 @@ import numbers
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .diagnostics.support import corr
 from .models.sparse_vae import check_positive_int
 
 __all__ = ["Restarts", "fit_restarts", "align_factors"]
-
-
-def _signed_corr(a_nk: np.ndarray, b_nk: np.ndarray) -> np.ndarray:
-    a = np.asarray(a_nk, float) - np.mean(a_nk, 0)
-    b = np.asarray(b_nk, float) - np.mean(b_nk, 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        c = (a.T @ b) / np.outer(np.linalg.norm(a, axis=0), np.linalg.norm(b, axis=0))
-    return np.nan_to_num(c)
 
 
 def align_factors(z_ref_nk: np.ndarray, z_nk: np.ndarray):
@@ -49,7 +42,7 @@ def align_factors(z_ref_nk: np.ndarray, z_nk: np.ndarray):
     if z_ref_nk.shape != z_nk.shape or z_nk.ndim != 2:
         raise ValueError(f"z_ref and z must be 2-d arrays of one shape, got {z_ref_nk.shape} "
                          f"and {z_nk.shape}")
-    c = _signed_corr(z_ref_nk, z_nk)  # (K_ref, K)
+    c = corr(z_ref_nk, z_nk)  # (K_ref, K)
     rows, cols = linear_sum_assignment(-np.abs(c))
     perm = np.empty(c.shape[0], dtype=int)
     perm[rows] = cols

@@ -123,19 +123,17 @@ class AnchorReport:
         p.text(str(self))
 
 
-def _pooled_inclusion(model, num_samples, seed):
+def _pooled_draws(chains, num_samples, seed):
     # inclusion and W draws of every chain, aligned, pooled over chains: (C*S, G, K)
     incl, W = [], []
-    first = None
-    for est, perm, signs in chains_of(model):
+    for est, perm, signs in chains:
         if not hasattr(est, "inclusion_probs_"):
             raise TypeError(f"{type(est).__name__} has no loadings W: the anchor report needs "
                             "a SparseVAE")
         d = est.posterior_draws(num_samples, seed=seed)
         incl.append(d["inclusion"][..., perm])
         W.append(d["W"][..., perm] * signs)
-        first = first or est
-    return first, np.concatenate(incl), np.concatenate(W)
+    return np.concatenate(incl), np.concatenate(W)
 
 
 def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 1000,
@@ -166,7 +164,9 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
 
     if not 0.0 < float(threshold) < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
-    est, incl_sgk, W_sgk = _pooled_inclusion(model, num_samples, seed)
+    chains = chains_of(model)
+    est = chains[0][0]
+    incl_sgk, W_sgk = _pooled_draws(chains, num_samples, seed)
     G, K = incl_sgk.shape[1:]
     names = [str(n) for n in (est.feature_names_in_ or [f"feature_{g}" for g in range(G)])]
     fnames = [f"factor_{k}" for k in range(K)]
@@ -174,7 +174,6 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
     W_gk = W_sgk.mean(0)
     S = p_gk >= threshold
     aprob = anchor_probability(incl_sgk)
-    chains = chains_of(model)
     eta_k = np.mean([e.eta_[perm] for e, perm, _ in chains], axis=0)
     anc = support_anchors(S)
     rows = [dict(factor=fnames[k], feature=names[g], anchor_prob=float(aprob[g, k]),
@@ -227,5 +226,5 @@ def prune_factors(model, threshold: float = 0.5, num_samples: int = 200) -> np.n
     -------
     numpy.ndarray of int
     """
-    _, incl, _ = _pooled_inclusion(model, num_samples, 0)
+    incl, _ = _pooled_draws(chains_of(model), num_samples, 0)
     return np.flatnonzero((incl.mean(0) >= threshold).any(0))

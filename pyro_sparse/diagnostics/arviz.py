@@ -11,6 +11,8 @@ import warnings
 
 import numpy as np
 
+from ..models.sparse_vae import check_positive_int
+
 __all__ = ["to_arviz", "chains_of"]
 
 _DIMS = {"W": ["feature", "factor"], "inclusion": ["feature", "factor"], "eta": ["factor"],
@@ -114,8 +116,9 @@ def to_arviz(model, num_samples: int = 1000, X=None, posterior_predictive: bool 
 
     chains = chains_of(model)
     first = chains[0][0]
-    S = _positive(num_samples, "num_samples")
-    P = min(S, 200) if num_predictive is None else _positive(num_predictive, "num_predictive")
+    S = check_positive_int(num_samples, "num_samples")
+    P = (min(S, 200) if num_predictive is None
+         else check_positive_int(num_predictive, "num_predictive"))
     if P > S:
         raise ValueError(f"num_predictive ({P}) cannot exceed num_samples ({S})")
     if (posterior_predictive or log_likelihood) and X is None:
@@ -188,9 +191,3 @@ def to_arviz(model, num_samples: int = 1000, X=None, posterior_predictive: bool 
         coords={"chain": np.arange(len(chains)), "epoch": np.arange(E)},
         attrs={"note": "training loss: mean minibatch negative ELBO per epoch"}))
     return dt
-
-
-def _positive(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)

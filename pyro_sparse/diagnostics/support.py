@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["match_factors", "support_scores", "estimated_support", "abs_corr", "anchors"]
+__all__ = ["match_factors", "support_scores", "estimated_support", "abs_corr", "corr",
+           "anchors"]
 
 
-def abs_corr(a_nk: np.ndarray, b_nj: np.ndarray) -> np.ndarray:
-    """|Pearson correlation| between every column of ``a`` and of ``b``, shape (K, J).
+def corr(a_nk: np.ndarray, b_nj: np.ndarray) -> np.ndarray:
+    """Pearson correlation between every column of ``a`` and of ``b``, shape (K, J).
 
     Constant columns get correlation 0.
     """
@@ -26,7 +27,12 @@ def abs_corr(a_nk: np.ndarray, b_nj: np.ndarray) -> np.ndarray:
     nb = np.linalg.norm(b, axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         c = (a.T @ b) / np.outer(na, nb)
-    return np.nan_to_num(np.abs(c))
+    return np.nan_to_num(c)
+
+
+def abs_corr(a_nk: np.ndarray, b_nj: np.ndarray) -> np.ndarray:
+    """|Pearson correlation| between every column of ``a`` and of ``b``, shape (K, J)."""
+    return np.abs(corr(a_nk, b_nj))
 
 
 def match_factors(z_true_nj: np.ndarray, z_hat_nk: np.ndarray) -> np.ndarray:

@@ -7,8 +7,11 @@ and exposes the fitted quantities as attributes with a trailing underscore.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import numbers
+import warnings
 
 import numpy as np
 import pyro
@@ -16,9 +19,30 @@ import torch
 
 from .distributions import PSTAR_VARIANTS, calibrate_sigma_prior
 from .guides import W_GUIDES, make_guide
-from .infer import fit_svi, full_data_loss, resolve_device
-from .io import as_data_matrix, load_model_folder, save_model_folder
-from .likelihoods import check_data, check_likelihood, mean_from_output, observation_dist
+from .infer import (
+    as_rows,
+    fit_svi,
+    full_data_loss,
+    read_checkpoint,
+    resolve_device,
+    row_batches,
+    write_checkpoint,
+)
+from .io import (
+    as_data_matrix,
+    column_stats,
+    constant_columns,
+    load_model_folder,
+    save_model_folder,
+)
+from .likelihoods import (
+    check_data,
+    check_library,
+    check_likelihood,
+    mean_from_output,
+    observation_dist,
+    split_missing,
+)
 from .models import MARGINALIZE, SparseVAEModel, VAEModel
 from .models.sparse_vae import check_positive_int
 
@@ -61,6 +85,19 @@ def _sample_with(obs, gen: torch.Generator) -> torch.Tensor:
         return obs.sample()
 
 
+def _module_tensors(model, guide) -> dict:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"guide.{k}": v for k, v in guide.state_dict().items()})
+    return tensors
+
+
+def _load_state(model, guide, tensors: dict) -> None:
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+                          strict=True)
+    guide.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("guide.")},
+                          strict=True)
+
+
 class _Estimator:
     """Shared fit / transform / reconstruct / save / load of the amortised VAEs."""
 
@@ -73,11 +110,11 @@ class _Estimator:
     def _make_model(self, cfg: dict):
         raise NotImplementedError
 
-    def _sigma_prior_params(self, x_ng: np.ndarray):
+    def _sigma_prior_params(self, x_ng):
         # the noise prior is calibrated on the data's column sds (normal likelihood only)
         if self.likelihood != "normal":
             return None
-        return list(calibrate_sigma_prior(x_ng.std(0)))
+        return list(calibrate_sigma_prior(column_stats(x_ng)[1]))
 
     def _w_guide(self) -> str:
         return "map"
@@ -98,8 +135,8 @@ class _Estimator:
         return model.to(device), guide.to(device)
 
     # ------------------------------------------------------------------ data
-    def _prepare(self, X, what="X", fitted=True):
-        arr, names = as_data_matrix(X, what)
+    def _prepare(self, X, what="X", fitted=True, layer=None):
+        arr, names = as_data_matrix(X, what, layer)
         if fitted:
             self._check_fitted()
             if arr.shape[1] != self.n_features_in_:
@@ -111,7 +148,7 @@ class _Estimator:
                         if a != b][:3]
                 raise ValueError(f"{what} feature names differ from those seen in fit; first "
                                  f"differences (column, given, expected): {diff}")
-        check_data(arr, self.likelihood, names, what)
+        check_data(arr, self.likelihood, names, what, fitting=not fitted)
         return arr, names
 
     def _check_fitted(self):
@@ -120,13 +157,18 @@ class _Estimator:
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, epochs: int = 200, batch_size: int = 100, lr: float = 1e-2, seed: int = 0,
-            device="cpu", progress: bool = True):
+            device="cpu", progress: bool = True, layer: str | None = None, checkpoint=None,
+            checkpoint_every: int = 0, resume: bool = False):
         """Fit the model to data by minibatch SVI.
 
         Parameters
         ----------
-        X : numpy.ndarray, torch.Tensor or pandas.DataFrame, shape (N, G)
-            Data (counts for ``categorical``). DataFrame column names are kept.
+        X : numpy.ndarray, torch.Tensor, pandas.DataFrame, AnnData or scipy.sparse matrix
+            Data, shape (N, G) (counts for ``poisson``, ``negbin`` and ``categorical``, 0/1
+            for ``bernoulli``). NaN marks a missing entry: it is left out of the likelihood,
+            and the encoder sees the column mean in its place. DataFrame column names and
+            AnnData ``var_names`` are kept; sparse matrices are densified one minibatch at a
+            time.
         epochs : int
             Passes over the data.
         batch_size : int
@@ -139,32 +181,82 @@ class _Estimator:
             Where to train.
         progress : bool
             Show a tqdm progress bar of epochs with the running loss.
+        layer : str, optional
+            With an AnnData, the layer to fit instead of ``X``.
+        checkpoint : str or pathlib.Path, optional
+            File for training checkpoints (model, guide, optimiser, RNG states, epoch),
+            written atomically every ``checkpoint_every`` epochs. Needs ``n_restarts=1``.
+        checkpoint_every : int
+            Epochs between checkpoints (0: none).
+        resume : bool
+            Continue from ``checkpoint`` up to ``epochs`` in all. The data, the constructor
+            arguments and the other fit arguments must be those of the interrupted run; on
+            CPU the result equals an uninterrupted run with the same seed.
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError
+            For bad data (naming row and column), bad arguments, or ``resume`` without a
+            matching checkpoint.
+        FloatingPointError
+            When the loss becomes NaN or infinite (the last checkpoint is kept).
         """
         epochs = check_positive_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
         lr = _check_float(lr, "lr", 0.0)
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every,
+                                                                numbers.Integral) \
+                or checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be an integer >= 0, got "
+                             f"{checkpoint_every!r}")
+        if (checkpoint_every or resume) and checkpoint is None:
+            raise ValueError("checkpoint_every and resume need a checkpoint file (checkpoint=)")
+        if checkpoint is not None and self.n_restarts > 1:
+            raise ValueError("checkpoints need n_restarts=1 (fit restarts one by one instead)")
         dev = resolve_device(device)
-        arr, names = self._prepare(X, fitted=False)
+        arr, names = self._prepare(X, fitted=False, layer=layer)
+        self._warn_about(arr, names, batch_size)
         cfg = self._model_config(arr)
-        x_ng = torch.as_tensor(arr, dtype=torch.float32, device=dev)
+        x_ng = as_rows(arr, dev)
+        col_mean, col_sd = column_stats(arr)
+        run_id = self._run_id(arr, dict(batch_size=batch_size, lr=lr, seed=int(seed)))
+        resume_state = None
+        if resume:
+            tensors, info = read_checkpoint(checkpoint)
+            if info.get("run_id") != run_id:
+                raise ValueError(f"checkpoint {checkpoint} belongs to another run (different "
+                                 "data, model settings, batch size, lr or seed)")
+            resume_state = (tensors, info)
         best = None
         for r in range(self.n_restarts):
             s = int(seed) + r
             model, guide = self._build(cfg, dev, s)
-            if arr.shape[1] and self.likelihood == "normal":
-                guide.globals_guide.init_sigma(x_ng.std(0))
+            if self.likelihood == "normal":
+                guide.globals_guide.init_sigma(torch.as_tensor(col_sd, dtype=torch.float32,
+                                                               device=dev))
+            guide.local_guide.set_fill(col_mean)
+            if resume_state is not None:
+                _load_state(model, guide, resume_state[0])
+            save = None
+            if checkpoint_every:
+                def save(done, snapshot, model=model, guide=guide):
+                    if done % checkpoint_every == 0:
+                        t, info = snapshot()
+                        t.update(_module_tensors(model, guide))
+                        write_checkpoint(checkpoint, t, dict(info, run_id=run_id))
             with _local_params():
                 hist = fit_svi(model, guide, x_ng, epochs=epochs, batch_size=batch_size, lr=lr,
                                seed=s, warmup_epochs=self.warmup * epochs, progress=progress,
                                on_step=self._schedule(model, guide),
                                desc=f"{type(self).__name__} restart {r + 1}/{self.n_restarts}"
-                               if self.n_restarts > 1 else type(self).__name__)
+                               if self.n_restarts > 1 else type(self).__name__,
+                               resume_state=resume_state, on_epoch_end=save)
                 final = full_data_loss(model, guide, x_ng) if self.n_restarts > 1 else hist[-1]
             if best is None or final < best[0]:
                 best = (final, model, guide, hist, s)
@@ -183,30 +275,70 @@ class _Estimator:
     def _schedule(self, model, guide):
         return None
 
+    def _warn_about(self, arr, names, batch_size):
+        const = constant_columns(arr)
+        if len(const):
+            shown = ", ".join(repr(names[c]) if names else str(c) for c in const[:5])
+            warnings.warn(f"{len(const)} constant column(s) carry no information: {shown}",
+                          UserWarning, stacklevel=3)
+        if self.n_factors > arr.shape[1]:
+            warnings.warn(f"n_factors={self.n_factors} is larger than the number of features "
+                          f"({arr.shape[1]}); surplus factors will stay unused",
+                          UserWarning, stacklevel=3)
+        if batch_size > arr.shape[0]:
+            warnings.warn(f"batch_size={batch_size} is larger than the number of rows "
+                          f"({arr.shape[0]}); each step uses all rows", UserWarning,
+                          stacklevel=3)
+
+    def _run_id(self, arr, fit_args: dict) -> str:
+        # fingerprint of everything a resumed run must share with the interrupted one
+        h = hashlib.sha256()
+        if hasattr(arr, "tocsr"):
+            for part in (arr.data, arr.indices, arr.indptr):
+                h.update(np.ascontiguousarray(part).tobytes())
+        else:
+            h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(repr(arr.shape).encode())
+        h.update(json.dumps(dict(estimator=type(self).__name__, params=self.get_params(),
+                                 fit=fit_args), sort_keys=True, default=str).encode())
+        return h.hexdigest()
+
     def _set_fitted_attributes(self):
         est = self.guide_.globals_guide.point_estimates()
         self.sigma_ = est["sigma"].cpu().numpy() if "sigma" in est else None
         self.factor_corr_ = est["corr"].cpu().numpy() if "corr" in est else None
+        theta = self._obs_params()["theta_g"]
+        self.dispersion_ = None if theta is None else theta.cpu().numpy()
         return est
 
-    # ------------------------------------------------------------------ use
-    def _batches(self, X, what, batch_size):
-        arr, _ = self._prepare(X, what)
-        x = torch.as_tensor(arr, dtype=torch.float32)
-        for s in range(0, x.shape[0], batch_size):
-            yield x[s:s + batch_size].to(self.device_)
+    def _obs_params(self) -> dict:
+        # the non-latent parameters of the likelihood: sigma (normal), theta (negbin)
+        sigma = self.guide_.globals_guide.point_estimates().get("sigma")
+        log_theta = getattr(self.model_, "log_theta_g", None)
+        theta = None if log_theta is None else log_theta.detach().exp()
+        return dict(sigma_g=sigma, theta_g=theta)
 
-    def transform(self, X, batch_size: int = 4096, return_std: bool = False):
+    # ------------------------------------------------------------------ use
+    def _batches(self, X, what, batch_size, layer=None):
+        arr, _ = self._prepare(X, what, layer=layer)
+        for xb in row_batches(arr, batch_size):
+            yield xb.to(self.device_)
+
+    def transform(self, X, batch_size: int = 4096, return_std: bool = False,
+                  layer: str | None = None):
         """Encoder means E[z | x], shape (N, K).
 
         Parameters
         ----------
-        X : array-like, shape (N, G)
-            Data with the features seen in fit.
+        X : array-like, DataFrame, AnnData or scipy.sparse matrix, shape (N, G)
+            Data with the features seen in fit (NaN: missing, replaced by the training column
+            mean for the encoder).
         batch_size : int
             Rows per forward pass (bounds memory).
         return_std : bool
             Also return the encoder standard deviations sd[z | x] (N, K).
+        layer : str, optional
+            With an AnnData, the layer to encode instead of ``X``.
 
         Returns
         -------
@@ -214,7 +346,7 @@ class _Estimator:
         """
         locs, scales = [], []
         with torch.no_grad(), _local_params():
-            for xb in self._batches(X, "X", batch_size):
+            for xb in self._batches(X, "X", batch_size, layer):
                 loc, scale = self.guide_.local_guide.encode(xb)
                 locs.append(loc.cpu())
                 scales.append(scale.cpu())
@@ -224,17 +356,33 @@ class _Estimator:
     def _decode(self, z_bk, W_gk=None):
         raise NotImplementedError
 
-    def reconstruct(self, X, batch_size: int = 4096) -> np.ndarray:
-        """Decoder mean at the encoder means, shape (N, G).
+    def reconstruct(self, X, batch_size: int = 4096, layer: str | None = None) -> np.ndarray:
+        """Decoder mean at the encoder means, shape (N, G); missing entries are filled.
 
-        For ``categorical`` data this is ``row total x softmax(decoder output)``.
+        For ``categorical``, ``poisson`` and ``negbin`` this is ``row total x softmax(decoder
+        output)`` with the total and the softmax over the observed entries of each row (so a
+        missing entry is predicted on the scale of the observed ones); for ``bernoulli`` the
+        probabilities.
+
+        Parameters
+        ----------
+        X : array-like, DataFrame, AnnData or scipy.sparse matrix, shape (N, G)
+        batch_size : int
+            Rows per forward pass.
+        layer : str, optional
+            With an AnnData, the layer to use instead of ``X``.
         """
         out = []
         with torch.no_grad(), _local_params():
-            for xb in self._batches(X, "X", batch_size):
+            for xb in self._batches(X, "X", batch_size, layer):
                 z = self.guide_.local_guide.encode(xb)[0]
-                out.append(mean_from_output(self.likelihood, self._decode(z), xb).cpu())
+                x0, mask = split_missing(xb)
+                out.append(mean_from_output(self.likelihood, self._decode(z), x0, mask,
+                                            self._library()).cpu())
         return torch.cat(out).numpy()
+
+    def _library(self) -> str:
+        return self.library
 
     def decode(self, Z) -> np.ndarray:
         """Decoder mean for given factor values ``Z`` (N, K), shape (N, G).
@@ -246,12 +394,13 @@ class _Estimator:
         if z.ndim != 2 or z.shape[1] != self.n_factors:
             raise ValueError(f"Z must have shape (N, {self.n_factors}), got {tuple(z.shape)}")
         with torch.no_grad(), _local_params():
-            return mean_from_output(self.likelihood, self._decode(z)).cpu().numpy()
+            return mean_from_output(self.likelihood, self._decode(z),
+                                    library=self._library()).cpu().numpy()
 
     def score(self, X, batch_size: int = 1024) -> float:
         """Monte Carlo ELBO per row of ``X`` (higher is better)."""
         arr, _ = self._prepare(X)
-        x = torch.as_tensor(arr, dtype=torch.float32, device=self.device_)
+        x = as_rows(arr, self.device_)
         with _local_params():
             return -full_data_loss(self.model_, self.guide_, x, batch_size) / x.shape[0]
 
@@ -308,9 +457,7 @@ class _Estimator:
         gen = self._generator(seed)
         W_s = self._W_draws(S, gen)
         arr, _ = self._prepare(X)
-        batches = torch.as_tensor(arr, dtype=torch.float32).split(B)
-        sigma = self.guide_.globals_guide.point_estimates().get("sigma")
-        return batches, W_s, sigma, gen
+        return row_batches(arr, B), W_s, self._obs_params(), gen
 
     def _z_prior(self):
         zeros = torch.zeros(self.n_factors, device=self.device_)
@@ -346,7 +493,7 @@ class _Estimator:
         """
         L = check_positive_int(n_particles, "n_particles")
         prior = self._z_prior()
-        batches, W_s, sigma, gen = self._predictive_setup(X, num_samples, batch_size, seed)
+        batches, W_s, obs_params, gen = self._predictive_setup(X, num_samples, batch_size, seed)
         # a point mass gives the same value for every draw: compute it once
         n_distinct = 1 if W_s is None or self.posterior_is_point_mass_ else W_s.shape[0]
         chunks = []
@@ -356,12 +503,16 @@ class _Estimator:
                 loc, scale = self.guide_.local_guide.encode(xb)
                 z = loc + scale * torch.randn((L, *loc.shape), generator=gen, device=loc.device)
                 lw = prior.log_prob(z) - torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
-                x_lbg = xb.expand(L, -1, -1)
+                x0, mask = split_missing(xb)
+                x_lbg = x0.expand(L, -1, -1)
+                m_lbg = None if mask is None else mask.expand(L, -1, -1)
                 rows = []
                 for s in range(n_distinct):
                     W = None if W_s is None else W_s[s]
                     out = self._decode(z.reshape(-1, z.shape[-1]), W).reshape(x_lbg.shape)
-                    lx = observation_dist(self.likelihood, out, x_lbg, sigma).log_prob(x_lbg)
+                    lx = observation_dist(self.likelihood, out, x_lbg, mask_bg=m_lbg,
+                                          library=self._library(),
+                                          **obs_params).log_prob(x_lbg)
                     rows.append(torch.logsumexp(lx + lw, 0) - math.log(L))
                 chunks.append(torch.stack(rows).expand(num_samples, -1).cpu())
         return torch.cat(chunks, 1).numpy().astype(np.float64)
@@ -370,7 +521,9 @@ class _Estimator:
                                     seed: int = 0) -> np.ndarray:
         """Replicated data: for each draw s and row n, z ~ q(z | x_n), x ~ p(x | z, globals_s).
 
-        For ``categorical`` each replicate keeps the observed row total.
+        For ``categorical`` each replicate keeps the observed row total; ``poisson`` and
+        ``negbin`` replicates have the observed row total as their expected total.
+        Missing entries of ``X`` get replicates too.
 
         Parameters
         ----------
@@ -385,7 +538,7 @@ class _Estimator:
         -------
         numpy.ndarray, shape (S, N, G)
         """
-        batches, W_s, sigma, gen = self._predictive_setup(X, num_samples, batch_size, seed)
+        batches, W_s, obs_params, gen = self._predictive_setup(X, num_samples, batch_size, seed)
         S = int(num_samples)
         chunks = []
         with torch.no_grad(), _local_params():
@@ -393,10 +546,12 @@ class _Estimator:
                 xb = xb.to(self.device_)
                 loc, scale = self.guide_.local_guide.encode(xb)
                 z = loc + scale * torch.randn((S, *loc.shape), generator=gen, device=loc.device)
+                x0, mask = split_missing(xb)
                 reps = []
                 for s in range(S):
                     W = None if W_s is None else W_s[s]
-                    obs = observation_dist(self.likelihood, self._decode(z[s], W), xb, sigma)
+                    obs = observation_dist(self.likelihood, self._decode(z[s], W), x0,
+                                           mask_bg=mask, library=self._library(), **obs_params)
                     reps.append(_sample_with(obs, gen))
                 chunks.append(torch.stack(reps).cpu())
         return torch.cat(chunks, 1).numpy()
@@ -408,8 +563,7 @@ class _Estimator:
         The folder is written beside ``path`` and renamed at the end.
         """
         self._check_fitted()
-        tensors = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
-        tensors.update({f"guide.{k}": v for k, v in self.guide_.state_dict().items()})
+        tensors = _module_tensors(self.model_, self.guide_)
         tensors["loss_history"] = torch.as_tensor(self.loss_history_)
         config = dict(estimator=type(self).__name__, params=self.get_params(),
                       model_config=self.model_config_, n_features=self.n_features_in_,
@@ -433,13 +587,13 @@ class _Estimator:
                              f"{cls.__name__}; use {cfg.get('estimator')}.load")
         try:
             est = cls(**cfg["params"])
+            if not isinstance(cfg["model_config"], dict):
+                raise TypeError("model_config is not a mapping")
             model, guide = est._build(cfg["model_config"], torch.device("cpu"), 0)
-            msd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-            gsd = {k[6:]: v for k, v in tensors.items() if k.startswith("guide.")}
-            model.load_state_dict(msd, strict=True)
-            guide.load_state_dict(gsd, strict=True)
+            _load_state(model, guide, tensors)
             hist = tensors["loss_history"].numpy()
-        except (KeyError, TypeError, RuntimeError) as e:
+        except (KeyError, TypeError, RuntimeError, ValueError, AttributeError,
+                MemoryError) as e:
             raise ValueError(f"{path} is corrupt or from an incompatible version: {e}") from None
         est.model_, est.guide_ = model.to(dev).eval(), guide.to(dev).eval()
         est.model_config_ = cfg["model_config"]
@@ -460,9 +614,11 @@ class SparseVAE(_Estimator):
     ----------
     n_factors : int
         K, the number of latent factors (over-specify and read ``eta_`` to prune).
-    likelihood : {"normal", "categorical"}
-        ``normal`` with per-feature sigma; ``categorical`` for count rows (multinomial with
-        a softmax over features; the encoder sees row-normalised counts).
+    likelihood : {"normal", "bernoulli", "poisson", "negbin", "categorical"}
+        ``normal`` with per-feature sigma; ``bernoulli`` for 0/1 data; ``poisson`` and
+        ``negbin`` (per-feature dispersion) for counts, their mean the row total times a
+        softmax over features (see ``library``); ``categorical`` for count rows
+        (multinomial with a softmax over features). Missing entries (NaN) are masked out.
     hidden_dim : int
         H, width of the decoder and encoder hidden layers.
     lambda0, lambda1 : float
@@ -487,6 +643,10 @@ class SparseVAE(_Estimator):
         Inclusion-probability formula (see :func:`pyro_sparse.distributions.inclusion_prob`).
     marginalize : {"mixture", "enumerate"}
         How gamma is summed out (same ELBO; ``mixture`` is faster).
+    library : {"composition", "offset"}
+        Row totals of ``poisson`` / ``negbin``: ``composition`` (mean = row total x softmax,
+        the library size profiled out; keeps supports sparse) or ``offset`` (mean = row
+        total x exp(output)); see :func:`pyro_sparse.likelihoods.log_rate`.
 
     Attributes
     ----------
@@ -498,22 +658,26 @@ class SparseVAE(_Estimator):
         Factor inclusion rates.
     sigma_ : numpy.ndarray, shape (G,) or None
         Noise sd per feature (normal likelihood).
+    dispersion_ : numpy.ndarray, shape (G,) or None
+        Negative-binomial inverse dispersion theta per feature (variance mu + mu^2/theta).
     loss_history_ : numpy.ndarray, shape (epochs,)
         Mean minibatch negative ELBO per epoch.
     """
 
     _param_names = ("n_factors", "likelihood", "hidden_dim", "lambda0", "lambda1", "a", "b",
                     "w_guide", "warmup", "spike_anneal", "n_restarts", "factor_correlation",
-                    "lkj_concentration", "pstar", "marginalize")
+                    "lkj_concentration", "pstar", "marginalize", "library")
 
     def __init__(self, n_factors: int = 5, likelihood: str = "normal", hidden_dim: int = 50,
                  lambda0: float = 10.0, lambda1: float = 1.0, a: float = 1.0, b=None,
                  w_guide: str = "map", warmup: float = 0.1, spike_anneal: float = 0.0,
                  n_restarts: int = 1, factor_correlation: bool = False,
                  lkj_concentration: float = 1.0,
-                 pstar: str = "standard", marginalize: str = "mixture"):
+                 pstar: str = "standard", marginalize: str = "mixture",
+                 library: str = "composition"):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.likelihood = check_likelihood(likelihood)
+        self.library = check_library(library)
         self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
         self.lambda0 = _check_float(lambda0, "lambda0", 0.0)
         self.lambda1 = _check_float(lambda1, "lambda1", 0.0)
@@ -556,7 +720,7 @@ class SparseVAE(_Estimator):
                     lambda0=self.lambda0, lambda1=self.lambda1, a=self.a, b=self.b,
                     marginalize=self.marginalize,
                     pstar=self.pstar, factor_correlation=self.factor_correlation,
-                    lkj_concentration=self.lkj_concentration)
+                    lkj_concentration=self.lkj_concentration, library=self.library)
 
     def _make_model(self, cfg):
         return SparseVAEModel(**cfg)
@@ -594,27 +758,34 @@ class VAE(_Estimator):
         K.
     beta : float
         KL weight; 1 is the VAE, > 1 the beta-VAE.
-    likelihood : {"normal", "categorical"}
+    likelihood : {"normal", "bernoulli", "poisson", "negbin", "categorical"}
+        As for :class:`SparseVAE`.
     hidden_dim : int
         H.
     warmup : float
         Fraction of the epochs of linear KL warm-up.
     n_restarts : int
         Independent fits; the best full-data ELBO is kept.
+    library : {"composition", "offset"}
+        As for :class:`SparseVAE`.
 
     Attributes
     ----------
     sigma_ : numpy.ndarray, shape (G,) or None
+    dispersion_ : numpy.ndarray, shape (G,) or None
     loss_history_ : numpy.ndarray, shape (epochs,)
     """
 
-    _param_names = ("n_factors", "beta", "likelihood", "hidden_dim", "warmup", "n_restarts")
+    _param_names = ("n_factors", "beta", "likelihood", "hidden_dim", "warmup", "n_restarts",
+                    "library")
 
     def __init__(self, n_factors: int = 5, beta: float = 1.0, likelihood: str = "normal",
-                 hidden_dim: int = 50, warmup: float = 0.1, n_restarts: int = 1):
+                 hidden_dim: int = 50, warmup: float = 0.1, n_restarts: int = 1,
+                 library: str = "composition"):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.beta = _check_float(beta, "beta", 0.0)
         self.likelihood = check_likelihood(likelihood)
+        self.library = check_library(library)
         self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
         self.warmup = _check_fraction(warmup, "warmup")
         self.n_restarts = check_positive_int(n_restarts, "n_restarts")
@@ -622,7 +793,7 @@ class VAE(_Estimator):
     def _model_config(self, x_ng):
         return dict(n_features=int(x_ng.shape[1]), n_factors=self.n_factors,
                     hidden_dim=self.hidden_dim, likelihood=self.likelihood, beta=self.beta,
-                    sigma_prior_params=self._sigma_prior_params(x_ng))
+                    sigma_prior_params=self._sigma_prior_params(x_ng), library=self.library)
 
     def _make_model(self, cfg):
         return VAEModel(**cfg)

@@ -1,20 +1,36 @@
-"""Reading user data into arrays and saving / loading fitted models (safetensors + JSON).
-
-Loading never unpickles: a model folder is ``config.json`` plus ``weights.safetensors``.
+"""Reading user data (arrays, DataFrames, AnnData, CSV/TSV/npy/npz/h5ad files), writing results,
+and saving / loading fitted models (safetensors + JSON; loading never unpickles).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["as_data_matrix", "save_model_folder", "load_model_folder", "MODEL_FORMAT"]
+__all__ = [
+    "as_data_matrix",
+    "column_stats",
+    "constant_columns",
+    "DataFile",
+    "read_data",
+    "write_csv",
+    "write_to_anndata",
+    "ANNDATA_HINT",
+    "save_model_folder",
+    "load_model_folder",
+    "MODEL_FORMAT",
+]
+
+ANNDATA_HINT = "install the extra: pip install 'pyro-sparse[anndata]'"
+DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".npy", ".npz", ".h5ad")
 
 MODEL_FORMAT = "pyro_sparse.model"
 FORMAT_VERSION = 1
@@ -29,27 +45,60 @@ def _is_numeric_dtype(dt) -> bool:
         return bool(getattr(dt, "_is_numeric", False))
 
 
-def as_data_matrix(X, what: str = "X"):
-    """Convert numpy / torch / pandas / nested-list data to a float32 array.
+def _is_anndata(X) -> bool:
+    return type(X).__name__ == "AnnData" and type(X).__module__.startswith("anndata")
+
+
+def _from_anndata(adata, layer, what):
+    if layer is None:
+        mat = adata.X
+    else:
+        if layer not in adata.layers:
+            have = ", ".join(map(repr, adata.layers.keys())) or "none"
+            raise ValueError(f"{what} has no layer {layer!r} (layers: {have})")
+        mat = adata.layers[layer]
+    if mat is None:
+        raise ValueError(f"{what}.X is empty (None); choose a layer with layer=...")
+    return mat, [str(v) for v in adata.var_names]
+
+
+def as_data_matrix(X, what: str = "X", layer: str | None = None):
+    """Convert numpy / torch / pandas / AnnData / scipy.sparse / nested-list data to an array.
 
     Parameters
     ----------
-    X : array-like, torch.Tensor or pandas.DataFrame, shape (N, G)
+    X : array-like, torch.Tensor, pandas.DataFrame, anndata.AnnData or scipy.sparse matrix
+        Shape (N, G). NaN marks a missing entry.
     what : str
         Argument name for messages.
+    layer : str, optional
+        With an AnnData, the layer to read instead of ``X``.
 
     Returns
     -------
-    x_ng : numpy.ndarray of float32
+    x_ng : numpy.ndarray of float64, or scipy.sparse.csr_matrix of float32
+        Sparse input stays sparse (models densify it one minibatch at a time).
     feature_names : list of str or None
-        Column names of a DataFrame, else None.
+        Column names of a DataFrame or ``var_names`` of an AnnData, else None.
 
     Raises
     ------
     TypeError
-        When X is not numeric or not array-like.
+        When X is not numeric or not array-like, or ``layer`` is given without an AnnData.
     """
+    import scipy.sparse as sp
+
     names = None
+    if _is_anndata(X):
+        X, names = _from_anndata(X, layer, what)
+    elif layer is not None:
+        raise TypeError(f"layer={layer!r} needs an AnnData, got {type(X).__name__}")
+    if sp.issparse(X):
+        if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+            raise TypeError(f"{what} must be numeric, got dtype {X.dtype}")
+        if X.ndim != 2:
+            raise ValueError(f"{what} must be 2-dimensional, got shape {X.shape}")
+        return sp.csr_matrix(X, dtype=np.float32), names
     if hasattr(X, "columns") and hasattr(X, "to_numpy"):
         names = [str(c) for c in X.columns]
         bad = [c for c, dt in zip(X.columns, X.dtypes) if not _is_numeric_dtype(dt)]
@@ -74,6 +123,292 @@ def as_data_matrix(X, what: str = "X"):
         raise ValueError(f"{what} must be 2-dimensional (samples x features), got shape "
                          f"{arr.shape}")
     return arr, names
+
+
+def column_stats(x_ng) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation of the observed (non-NaN) entries.
+
+    Parameters
+    ----------
+    x_ng : numpy.ndarray or scipy.sparse matrix, shape (N, G)
+
+    Returns
+    -------
+    mean_g, sd_g : numpy.ndarray, shape (G,)
+    """
+    if hasattr(x_ng, "tocoo"):
+        coo = x_ng.tocoo()
+        nan = np.isnan(coo.data)
+        vals = np.where(nan, 0.0, coo.data).astype(np.float64)
+        n_obs = x_ng.shape[0] - np.bincount(coo.col[nan], minlength=x_ng.shape[1])
+        s1 = np.bincount(coo.col, vals, minlength=x_ng.shape[1])
+        s2 = np.bincount(coo.col, vals ** 2, minlength=x_ng.shape[1])
+        mean = s1 / np.maximum(n_obs, 1)
+        var = np.maximum(s2 / np.maximum(n_obs, 1) - mean ** 2, 0.0)
+        return mean, np.sqrt(var)
+    with np.errstate(all="ignore"):
+        return np.nanmean(x_ng, 0), np.nanstd(x_ng, 0)
+
+
+def constant_columns(x_ng) -> np.ndarray:
+    """Indices of the columns whose observed values are all equal."""
+    return np.flatnonzero(column_stats(x_ng)[1] == 0)
+
+
+# --------------------------------------------------------------------------- files
+@dataclass
+class DataFile:
+    """A data matrix read from a file.
+
+    Attributes
+    ----------
+    X : numpy.ndarray (N, G) or scipy.sparse.csr_matrix
+        The values; NaN marks a missing entry.
+    feature_names : list of str or None
+    sample_ids : list of str or None
+    path : pathlib.Path
+    """
+
+    X: object
+    feature_names: list | None
+    sample_ids: list | None
+    path: Path
+
+    def frame(self):
+        """The data as a pandas DataFrame (densified), indexed by the sample ids."""
+        import pandas as pd
+
+        X = self.X.toarray() if hasattr(self.X, "toarray") else self.X
+        return pd.DataFrame(X, index=self.sample_ids, columns=self.feature_names)
+
+
+_NA = ["", "NA", "NaN", "nan", "N/A", "NULL", "null"]
+
+
+def _as_number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _read_table(path: Path, sep: str) -> DataFile:
+    import pandas as pd
+
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        header = None
+        n_rows = 0
+        for fields in reader:
+            if not fields or all(not f.strip() for f in fields):
+                continue  # blank line
+            if header is None:
+                header = fields
+                continue
+            n_rows += 1
+            if len(fields) != len(header):
+                raise ValueError(f"{path}: line {reader.line_num} has {len(fields)} fields but "
+                                 f"the header has {len(header)} (ragged row)")
+    if header is None:
+        raise ValueError(f"{path} is empty")
+    if n_rows == 0:
+        raise ValueError(f"{path} has a header row but no data rows")
+    names = [h.strip() for h in header]
+    if all(_as_number(h) is not None for h in names if h):
+        raise ValueError(f"{path}: the first row ({', '.join(names[:3])}, ...) looks like data;"
+                         " the first row must be a header of feature names")
+    seen = {}
+    for i, h in enumerate(names):
+        if h in seen and (i > 0 or h):
+            raise ValueError(f"{path}: column {i} repeats the name {h!r} of column {seen[h]}; "
+                             "feature names must be unique")
+        seen.setdefault(h, i)
+    df = pd.read_csv(path, sep=sep, header=0, dtype=str, keep_default_na=False,
+                     skip_blank_lines=True, encoding="utf-8-sig")
+    df.columns = names
+    first = df.iloc[:, 0].str.strip()
+    ids = None
+    numeric_first = pd.to_numeric(first.where(~first.isin(_NA)), errors="coerce")
+    if df.shape[1] > 1 and numeric_first.isna().all() and not first.isin(_NA).any():
+        ids = list(first)  # a first column without a single number: sample ids
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise ValueError(f"{path}: sample id {dup!r} in column 0 ({names[0]!r}) appears "
+                             "more than once")
+        df, names = df.iloc[:, 1:], names[1:]
+    values = np.empty(df.shape, dtype=np.float64)
+    for j in range(df.shape[1]):
+        col = df.iloc[:, j].str.strip()
+        na = col.isin(_NA)
+        num = pd.to_numeric(col.where(~na), errors="coerce")
+        bad = num.isna() & ~na
+        if bad.any():
+            r = int(np.argmax(bad.to_numpy()))
+            c = j + (1 if ids is not None else 0)
+            where = f"row {r}" + (f" ({ids[r]!r})" if ids is not None else "")
+            raise ValueError(f"{path}: non-numeric value {col.iloc[r]!r} at {where}, column "
+                             f"{c} ({names[j]!r})")
+        values[:, j] = num.to_numpy(dtype=np.float64, na_value=np.nan)
+    return DataFile(values, names, ids, path)
+
+
+def read_data(path, layer: str | None = None) -> DataFile:
+    """Read a data matrix from ``.csv``, ``.tsv`` / ``.txt`` (tab), ``.npy``, ``.npz``, ``.h5ad``.
+
+    Text files need a header row of feature names; a first column without a single number
+    (sample ids) becomes the index. Empty cells and ``NA`` / ``NaN`` are missing values.
+    ``.npz`` files hold the matrix under the key ``X`` (optionally ``feature_names`` and
+    ``sample_ids``); ``.h5ad`` needs the ``anndata`` extra and keeps sparse matrices sparse.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+    layer : str, optional
+        AnnData layer to read instead of ``X`` (``.h5ad`` only).
+
+    Returns
+    -------
+    DataFile
+
+    Raises
+    ------
+    ValueError
+        Naming the file (and the line, row or column) when it is missing, empty, header-only,
+        ragged, holds a non-numeric cell, a pickled object array, or has an unknown suffix.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise ValueError(f"{path}: no such file")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file")
+    if suffix not in DATA_SUFFIXES:
+        raise ValueError(f"{path}: unknown data format {suffix or '(no suffix)'!r}; use one of "
+                         f"{', '.join(DATA_SUFFIXES)}")
+    if layer is not None and suffix != ".h5ad":
+        raise ValueError(f"{path}: layer={layer!r} applies to .h5ad files only")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty")
+    if suffix in (".csv", ".tsv", ".txt"):
+        return _read_table(path, "," if suffix == ".csv" else "\t")
+    if suffix == ".h5ad":
+        try:
+            import anndata
+        except ImportError:
+            raise ValueError(f"{path}: reading .h5ad needs anndata; {ANNDATA_HINT}") from None
+        try:
+            adata = anndata.read_h5ad(path)
+        except Exception as e:  # h5py / anndata raise many types for a bad file
+            raise ValueError(f"{path} could not be read as an .h5ad file: {e}") from None
+        X, names = as_data_matrix(adata, str(path), layer)
+        return DataFile(X, names, [str(v) for v in adata.obs_names], path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise ValueError(f"{path} holds pickled objects, which are never loaded; save a "
+                             "numeric array") from None
+        raise ValueError(f"{path} could not be read: {e}") from None
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path} could not be read: {e}") from None
+    names = ids = None
+    if suffix == ".npz":
+        with loaded:
+            if "X" not in loaded.files:
+                raise ValueError(f"{path} has no array named 'X' (found: "
+                                 f"{', '.join(loaded.files) or 'none'})")
+            try:
+                arr = loaded["X"]
+                names = [str(v) for v in loaded["feature_names"]] \
+                    if "feature_names" in loaded.files else None
+                ids = [str(v) for v in loaded["sample_ids"]] \
+                    if "sample_ids" in loaded.files else None
+            except ValueError as e:
+                raise ValueError(f"{path}: {e} (pickled arrays are never loaded)") from None
+    else:
+        arr = loaded
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"{path} must hold a numeric array, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{path} must hold a 2-dimensional array (samples x features), got "
+                         f"shape {arr.shape}")
+    if names is not None and len(names) != arr.shape[1]:
+        raise ValueError(f"{path}: {len(names)} feature_names for {arr.shape[1]} columns")
+    if ids is not None and len(ids) != arr.shape[0]:
+        raise ValueError(f"{path}: {len(ids)} sample_ids for {arr.shape[0]} rows")
+    return DataFile(arr.astype(np.float64), names, ids, path)
+
+
+def _atomic_write(path: Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_csv(path, values, index, columns, index_label: str) -> Path:
+    """Write a table atomically (temporary file beside ``path``, then rename).
+
+    Floats are written with 9 significant digits (exact for float32), so the same values give
+    byte-identical files.
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(np.asarray(values), index=list(index), columns=list(columns))
+    df.index.name = index_label
+    return _atomic_write(Path(path), lambda tmp: df.to_csv(tmp, float_format="%.9g"))
+
+
+def write_to_anndata(model, adata, layer: str | None = None, key: str | None = None,
+                     batch_size: int = 4096):
+    """Store a fitted model's factors and loadings in an AnnData, in place.
+
+    Writes ``obsm["X_<key>"]`` (encoder means, cells x factors) and, for models with loadings,
+    ``varm["<key>_loadings"]`` and ``varm["<key>_inclusion"]`` (genes x factors) and
+    ``uns["<key>"]`` (``eta``, the factor names and the estimator's parameters). Everything
+    is computed before anything is written, so an error leaves ``adata`` unchanged.
+
+    Parameters
+    ----------
+    model : SparseVAE or VAE
+        Fitted on data with the same features as ``adata``.
+    adata : anndata.AnnData
+    layer : str, optional
+        Layer to encode instead of ``X``.
+    key : str, optional
+        Default ``"sparse_vae"`` for models with loadings, else ``"vae"``.
+    batch_size : int
+        Rows encoded at a time (sparse matrices are densified one batch at a time).
+
+    Returns
+    -------
+    anndata.AnnData
+        ``adata`` itself.
+    """
+    if not _is_anndata(adata):
+        raise TypeError(f"adata must be an anndata.AnnData, got {type(adata).__name__}")
+    has_W = hasattr(model, "loadings_")
+    key = key or ("sparse_vae" if has_W else "vae")
+    z = model.transform(adata, layer=layer, batch_size=batch_size)
+    factors = [f"factor_{k}" for k in range(z.shape[1])]
+    varm, uns = {}, dict(factors=factors,
+                         params=json.dumps(model.get_params(), sort_keys=True))
+    if has_W:
+        varm[f"{key}_loadings"] = np.asarray(model.loadings_, dtype=np.float32)
+        varm[f"{key}_inclusion"] = np.asarray(model.inclusion_probs_, dtype=np.float32)
+        uns["eta"] = np.asarray(model.eta_, dtype=np.float64)
+    adata.obsm[f"X_{key}"] = z
+    for k, v in varm.items():
+        adata.varm[k] = v
+    adata.uns[key] = uns
+    return adata
 
 
 def save_model_folder(path, config: dict, tensors: dict[str, torch.Tensor]) -> Path:

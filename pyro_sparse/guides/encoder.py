@@ -22,7 +22,7 @@ class AmortizedNormalGuide(torch.nn.Module):
     n_features, n_factors, hidden_dim : int
         G, K and H of the encoder.
     likelihood : str
-        Decides what the encoder sees (row-normalised counts for ``categorical``).
+        Decides what the encoder sees (see :func:`pyro_sparse.likelihoods.encoder_input`).
     beta : float
         Multiplies the z terms (must match the model's; 1 for the Sparse VAE).
     """
@@ -32,10 +32,17 @@ class AmortizedNormalGuide(torch.nn.Module):
         super().__init__()
         self.likelihood, self.beta = likelihood, float(beta)
         self.encoder = GaussianEncoder(n_features, n_factors, hidden_dim)
+        # what the encoder sees in place of a missing entry (saved with the model)
+        self.register_buffer("fill_g", torch.zeros(n_features))
+
+    def set_fill(self, fill_g) -> None:
+        """Set the encoder's imputation of missing entries (the training column means)."""
+        with torch.no_grad():
+            self.fill_g.copy_(torch.as_tensor(fill_g, dtype=self.fill_g.dtype))
 
     def encode(self, x_bg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(loc_bk, scale_bk)`` of q(z | x) for raw data rows ``x_bg``."""
-        return self.encoder(encoder_input(x_bg, self.likelihood))
+        """Return ``(loc_bk, scale_bk)`` of q(z | x) for raw data rows ``x_bg`` (NaN allowed)."""
+        return self.encoder(encoder_input(x_bg, self.likelihood, self.fill_g))
 
     def forward(self, x_bg, n_data=None, idx=None, kl_weight=1.0, prior_weight=1.0,
                 n_samples=None):

@@ -13,6 +13,8 @@ import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
+from .checkpoint import restore_training_state, training_state
+
 __all__ = ["fit_svi", "make_elbo", "resolve_device", "warmup_weight", "full_data_loss"]
 
 
@@ -76,7 +78,8 @@ def full_data_loss(model, guide, x_ng: torch.Tensor, batch_size: int = 1024) -> 
 
 def fit_svi(model, guide, x_ng: torch.Tensor, *, epochs: int = 200, batch_size: int = 100,
             lr: float = 1e-2, seed: int = 0, warmup_epochs: float = 0.0, progress=False,
-            desc: str = "fit", on_step=None) -> list[float]:
+            desc: str = "fit", on_step=None, resume_state=None,
+            on_epoch_end=None) -> list[float]:
     """Fit ``model``/``guide`` by minibatch SVI with Adam.
 
     Parameters
@@ -84,10 +87,11 @@ def fit_svi(model, guide, x_ng: torch.Tensor, *, epochs: int = 200, batch_size: 
     model, guide : torch.nn.Module
         Called as ``f(x_bg, n_data, idx, kl_weight, prior_weight)``; both must be built
         and called under ``pyro.settings.context(module_local_params=True)``.
-    x_ng : torch.Tensor, shape (N, G)
-        Data on the training device.
+    x_ng : torch.Tensor, shape (N, G), or SparseRows
+        Data on the training device (NaN marks a missing entry).
     epochs, batch_size : int
-        Passes over the data and rows per step (the last batch of an epoch may be smaller).
+        Passes over the data in all (including those of a resumed run) and rows per step
+        (the last batch of an epoch may be smaller).
     lr : float
         Adam learning rate.
     seed : int
@@ -101,6 +105,15 @@ def fit_svi(model, guide, x_ng: torch.Tensor, *, epochs: int = 200, batch_size: 
         Label of the progress bar.
     on_step : callable, optional
         Called as ``on_step(step, total_steps)`` before every step (for schedules).
+    resume_state : tuple (tensors, info), optional
+        A :func:`~pyro_sparse.infer.checkpoint.training_state` snapshot (as read back by
+        :func:`~pyro_sparse.infer.read_checkpoint`) to continue from: the optimiser, the
+        minibatch order and every RNG pick up where the snapshot left them, so a resumed run
+        on CPU ends with the same weights as an uninterrupted one. The model and guide
+        weights must be loaded by the caller.
+    on_epoch_end : callable, optional
+        Called as ``on_epoch_end(epochs_done, snapshot)`` after every epoch whose loss was
+        finite; ``snapshot()`` returns the current ``training_state`` (for checkpoints).
 
     Returns
     -------
@@ -111,7 +124,8 @@ def fit_svi(model, guide, x_ng: torch.Tensor, *, epochs: int = 200, batch_size: 
     Raises
     ------
     FloatingPointError
-        When the loss becomes NaN or infinite.
+        When the loss becomes NaN or infinite (the epoch's ``on_epoch_end`` is not called,
+        so the last checkpoint stays the last good state).
     """
     pyro.set_rng_seed(seed)
     N = x_ng.shape[0]
@@ -123,17 +137,24 @@ def fit_svi(model, guide, x_ng: torch.Tensor, *, epochs: int = 200, batch_size: 
     elbo = make_elbo(model)
     gen = torch.Generator().manual_seed(seed)
     history: list[float] = []
+    start = 0
+    if resume_state is not None:
+        start, history = restore_training_state(optim, gen, *resume_state)
+        if start > epochs:
+            raise ValueError(f"the checkpoint has already run {start} epochs, more than the "
+                             f"{epochs} requested")
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs, desc=desc, unit="epoch", leave=False, mininterval=0.5)
+        bar = tqdm(total=epochs, initial=start, desc=desc, unit="epoch", leave=False,
+                   mininterval=0.5)
     model.train()
     guide.train()
-    step = 0
+    step = start * steps_per_epoch
     try:
         with pyro.validation_enabled(False):
-            for epoch in range(epochs):
+            for epoch in range(start, epochs):
                 perm = torch.randperm(N, generator=gen).to(x_ng.device)
                 total = 0.0
                 for s in range(0, N, batch_size):
@@ -153,6 +174,9 @@ def fit_svi(model, guide, x_ng: torch.Tensor, *, epochs: int = 200, batch_size: 
                     total += lv
                     step += 1
                 history.append(total / steps_per_epoch)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch + 1, lambda e=epoch + 1: training_state(optim, gen, e,
+                                                                               history))
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{history[-1]:.4g}")

@@ -1,4 +1,4 @@
-"""Register a module's parameters with Pyro's global parameter store, unless module-local.
+"""Parameter registration with Pyro's store (unless module-local) and the shared ``x`` site.
 
 Models and guides are plain ``torch.nn.Module`` objects. Inside a user's ``pyro.infer.SVI``
 loop (global parameter store) their parameters are registered on every call, as
@@ -12,7 +12,9 @@ from __future__ import annotations
 import pyro
 import torch
 
-__all__ = ["register_params"]
+from ..likelihoods import observation_dist, split_missing
+
+__all__ = ["register_params", "observe"]
 
 
 def register_params(name: str, module: torch.nn.Module) -> None:
@@ -36,3 +38,17 @@ def register_params(name: str, module: torch.nn.Module) -> None:
                 f"Pyro's parameter store already holds a different tensor named {full!r} "
                 "(from another model or guide); call pyro.clear_param_store() before "
                 "building a new model, or use module_local_params")
+
+
+def observe(model, out_bg: torch.Tensor, x_bg, sigma_g=None):
+    """The ``x`` site of a model: the likelihood of ``x_bg`` (NaNs masked out) given the output.
+
+    Reads ``likelihood``, ``library`` and ``log_theta_g`` (negbin) from ``model``; must be
+    called inside the ``data`` plate.
+    """
+    x0_bg, mask_bg = (None, None) if x_bg is None else split_missing(x_bg)
+    log_theta = getattr(model, "log_theta_g", None)
+    theta_g = None if log_theta is None else log_theta.exp()
+    d = observation_dist(model.likelihood, out_bg, x0_bg, sigma_g, theta_g, mask_bg,
+                         getattr(model, "library", "composition"))
+    return pyro.sample("x", d, obs=x0_bg)

@@ -14,9 +14,9 @@ import torch
 from pyro import poutine
 
 from ..distributions import PSTAR_VARIANTS, SigmaPrior, SpikeSlabLasso, inclusion_prob
-from ..likelihoods import check_likelihood, observation_dist
+from ..likelihoods import check_library, check_likelihood, dispersion_parameter
 from ..nn import SparseDecoder
-from ._register import register_params
+from ._register import observe, register_params
 
 __all__ = ["SparseVAEModel", "MARGINALIZE", "check_positive_int", "z_site"]
 
@@ -54,14 +54,19 @@ class SparseVAEModel(torch.nn.Module):
         W_gk | gamma_gk ~ Laplace(0, 1/lambda1) or Laplace(0, 1/lambda0)
         sigma_g : sigma_g^2 ~ InverseGamma(nu/2, nu xi/2)       plate features (normal only)
         z_nk    ~ Normal(0, 1)   (or N(0, R), R ~ LKJ, with factor_correlation)   plate data
-        x_ng    ~ likelihood(decoder(W_g * z_n))
+        x_ng    ~ likelihood(decoder(W_g * z_n))                 (NaN entries masked out)
+        theta_g : negbin inverse dispersion, a parameter like the decoder's
 
     Parameters
     ----------
     n_features, n_factors, hidden_dim : int
         G, K and H.
-    likelihood : {"normal", "categorical"}
-        Observation model (see :mod:`pyro_sparse.likelihoods`).
+    likelihood : {"normal", "bernoulli", "poisson", "negbin", "categorical"}
+        Observation model (see :mod:`pyro_sparse.likelihoods`); missing entries (NaN) of
+        the data are masked out of it.
+    library : {"composition", "offset"}
+        Row-total treatment of ``poisson`` and ``negbin`` (see
+        :func:`pyro_sparse.likelihoods.log_rate`).
     lambda0, lambda1 : float
         Spike and slab Laplace rates.
     a, b : float
@@ -97,12 +102,14 @@ class SparseVAEModel(torch.nn.Module):
                  likelihood: str = "normal", lambda0: float = 10.0, lambda1: float = 1.0,
                  a: float = 1.0, b: float | None = None, sigma_prior_params=None,
                  marginalize: str = "mixture", pstar: str = "standard",
-                 factor_correlation: bool = False, lkj_concentration: float = 1.0):
+                 factor_correlation: bool = False, lkj_concentration: float = 1.0,
+                 library: str = "composition"):
         super().__init__()
         self.n_features = check_positive_int(n_features, "n_features")
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
         self.likelihood = check_likelihood(likelihood)
+        self.library = check_library(library)
         if marginalize not in MARGINALIZE:
             raise ValueError(f"marginalize must be one of {MARGINALIZE}, got {marginalize!r}")
         if pstar not in PSTAR_VARIANTS:
@@ -122,6 +129,7 @@ class SparseVAEModel(torch.nn.Module):
         self.factor_correlation = bool(factor_correlation)
         self.lkj_concentration = float(lkj_concentration)
         self.decoder = SparseDecoder(self.n_features, self.n_factors, self.hidden_dim)
+        self.log_theta_g = dispersion_parameter(self.likelihood, self.n_features)
         self.register_buffer("beta_a_k", torch.full((self.n_factors,), self.a),
                              persistent=False)
         self.register_buffer("beta_b_k", torch.full((self.n_factors,), self.b),
@@ -163,7 +171,8 @@ class SparseVAEModel(torch.nn.Module):
         Parameters
         ----------
         x_bg : torch.Tensor, shape (B, G), optional
-            Observed rows; ``None`` samples new data (then give ``n_samples``).
+            Observed rows (NaN marks a missing entry); ``None`` samples new data (then
+            give ``n_samples``).
         n_data : int, optional
             Full data size N (default B).
         idx : torch.Tensor, shape (B,), optional
@@ -188,7 +197,7 @@ class SparseVAEModel(torch.nn.Module):
         with pyro.plate("data", size=n_data or B, subsample=idx, dim=-1):
             z_bk = z_site(self.n_factors, corr_L, kl_weight, device)
             out_bg = self.decoder(z_bk, W_gk)
-            pyro.sample("x", observation_dist(self.likelihood, out_bg, x_bg, sigma_g), obs=x_bg)
+            observe(self, out_bg, x_bg, sigma_g)
         return out_bg
 
     # ------------------------------------------------------------ helpers
@@ -204,4 +213,4 @@ class SparseVAEModel(torch.nn.Module):
                     sigma_prior_params=list(self.sigma_prior_params),
                     marginalize=self.marginalize, pstar=self.pstar,
                     factor_correlation=self.factor_correlation,
-                    lkj_concentration=self.lkj_concentration)
+                    lkj_concentration=self.lkj_concentration, library=self.library)

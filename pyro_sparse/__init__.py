@@ -4,8 +4,8 @@ The Sparse VAE (spike-and-slab-lasso decoder, Moran et al.) and its VAE / beta-V
 as Pyro models with amortised guides, sklearn-style estimators and diagnostics.
 """
 
-from . import datasets, diagnostics, distributions, guides, infer, likelihoods, models, nn
-from .estimators import VAE, SparseVAE
+from . import datasets, diagnostics, distributions, guides, infer, io, likelihoods, models, nn
+from .estimators import VAE, SparseVAE, load_model
 from .restarts import Restarts, fit_restarts
 from .selection import select_n_factors
 
@@ -16,12 +16,14 @@ __all__ = [
     "SparseVAE",
     "VAE",
     "fit_restarts",
+    "load_model",
     "select_n_factors",
     "datasets",
     "diagnostics",
     "distributions",
     "guides",
     "infer",
+    "io",
     "likelihoods",
     "models",
     "nn",

@@ -46,7 +46,7 @@ from .likelihoods import (
 from .models import MARGINALIZE, SparseVAEModel, VAEModel
 from .models.sparse_vae import check_positive_int
 
-__all__ = ["SparseVAE", "VAE"]
+__all__ = ["SparseVAE", "VAE", "load_model"]
 
 
 @contextlib.contextmanager
@@ -806,3 +806,27 @@ class VAE(_Estimator):
 
     def _decode(self, z_bk, W_gk=None):
         return self.model_.decoder(z_bk)
+
+
+def load_model(path, device="cpu"):
+    """Load a saved :class:`SparseVAE` or :class:`VAE`, whichever the folder holds.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A folder written by ``save``.
+    device : {"cpu", "cuda", "auto"} or torch.device
+
+    Raises
+    ------
+    ValueError
+        When the folder is missing, corrupt, crafted or holds an unknown estimator (nothing
+        is ever unpickled).
+    """
+    cfg, _ = load_model_folder(path)
+    classes = {c.__name__: c for c in (SparseVAE, VAE)}
+    name = cfg.get("estimator")
+    if name not in classes:
+        raise ValueError(f"{path} holds an unknown estimator {name!r}; expected one of "
+                         f"{', '.join(classes)}")
+    return classes[name].load(path, device=device)

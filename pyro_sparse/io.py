@@ -23,6 +23,7 @@ __all__ = [
     "read_data",
     "write_csv",
     "write_to_anndata",
+    "usual_permissions",
     "ANNDATA_HINT",
     "save_model_folder",
     "load_model_folder",
@@ -67,7 +68,8 @@ def as_data_matrix(X, what: str = "X", layer: str | None = None):
 
     Parameters
     ----------
-    X : array-like, torch.Tensor, pandas.DataFrame, anndata.AnnData or scipy.sparse matrix
+    X : array-like, torch.Tensor, pandas.DataFrame, anndata.AnnData, scipy.sparse matrix
+        or DataFile
         Shape (N, G). NaN marks a missing entry.
     what : str
         Argument name for messages.
@@ -89,6 +91,8 @@ def as_data_matrix(X, what: str = "X", layer: str | None = None):
     import scipy.sparse as sp
 
     names = None
+    if isinstance(X, DataFile):
+        X, names = X.X, X.feature_names
     if _is_anndata(X):
         X, names = _from_anndata(X, layer, what)
     elif layer is not None:
@@ -173,6 +177,11 @@ class DataFile:
     feature_names: list | None
     sample_ids: list | None
     path: Path
+
+    def rows(self, idx) -> DataFile:
+        """The rows ``idx`` (an integer array) as a new DataFile."""
+        ids = None if self.sample_ids is None else [self.sample_ids[i] for i in idx]
+        return DataFile(self.X[idx], self.feature_names, ids, self.path)
 
     def frame(self):
         """The data as a pandas DataFrame (densified), indexed by the sample ids."""
@@ -339,6 +348,22 @@ def read_data(path, layer: str | None = None) -> DataFile:
     return DataFile(arr.astype(np.float64), names, ids, path)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def usual_permissions(path) -> None:
+    """Give a file (0666) or folder (0777) made by ``tempfile`` the usual umask permissions.
+
+    ``tempfile`` creates private files (0600 / 0700); results renamed into place should look
+    like any other file the user writes.
+    """
+    path = Path(path)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
+
+
 def _atomic_write(path: Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -346,6 +371,7 @@ def _atomic_write(path: Path, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        usual_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -425,6 +451,7 @@ def save_model_folder(path, config: dict, tensors: dict[str, torch.Tensor]) -> P
                          "overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    usual_permissions(tmp)
     try:
         cfg = dict(format=MODEL_FORMAT, format_version=FORMAT_VERSION, **config)
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True))

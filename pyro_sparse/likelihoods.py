@@ -70,9 +70,9 @@ def check_data(x_ng, likelihood: str, feature_names=None, what: str = "X",
     """Validate a data matrix for a likelihood; raise ValueError naming row and column.
 
     Missing values (NaN) are allowed: they are masked out of the likelihood. A row with no
-    observed value is an error (and, for data to fit on, a column), as are infinities, and for count likelihoods
-    (:data:`COUNT_LIKELIHOODS`) negative or non-integer values and rows whose observed counts
-    sum to zero; ``bernoulli`` data must be 0 or 1.
+    observed value is an error (and, for data to fit on, a column), as are infinities, and
+    for count likelihoods (:data:`COUNT_LIKELIHOODS`) negative or non-integer values and rows
+    whose observed counts sum to zero; ``bernoulli`` data must be 0 or 1.
 
     Parameters
     ----------

@@ -122,6 +122,26 @@ class AnchorReport:
     def _repr_pretty_(self, p, cycle):  # IPython
         p.text(str(self))
 
+    def to_dict(self) -> dict:
+        """The report as plain JSON-serialisable Python (what ``anchors.json`` holds)."""
+        factors = []
+        for _, row in self.factors.iterrows():
+            sub = self.table[self.table["factor"] == row["factor"]]
+            factors.append(dict(
+                factor=str(row["factor"]), eta=float(row["eta"]),
+                n_support=int(row["n_support"]), n_anchors=int(row["n_anchors"]),
+                a1=bool(row["a1"]), unused=bool(row["unused"]),
+                anchors=[dict(feature=str(a["feature"]), anchor_prob=float(a["anchor_prob"]),
+                              inclusion=float(a["inclusion"]), loading=float(a["loading"]))
+                         for _, a in sub.iterrows()]))
+        out = dict(threshold=float(self.threshold), factors=factors,
+                   unused_factors=[str(f) for f in self.unused_factors],
+                   notes=[str(n) for n in self.notes])
+        if self.scores is not None:
+            out["scores"] = {k: (v.tolist() if hasattr(v, "tolist") else v)
+                             for k, v in self.scores.items()}
+        return out
+
 
 def _pooled_draws(chains, num_samples, seed):
     # inclusion and W draws of every chain, aligned, pooled over chains: (C*S, G, K)

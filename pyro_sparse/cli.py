@@ -1,0 +1,463 @@
+"""The ``pyro-sparse`` command: fit, transform, reconstruct, report and demo from a shell.
+
+Results go to files and stdout, progress to stderr. Bad input gives one line on stderr and
+exit status 2 with nothing written; a diverging fit exits with status 3 and keeps its last
+good checkpoint. ``fit`` writes into a hidden folder beside its destination and renames it at
+the end, so an output folder is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main", "build_parser", "write_fit_outputs"]
+
+PROG = "pyro-sparse"
+EXIT_USAGE, EXIT_DIVERGED = 2, 3
+CHECKPOINT = "checkpoint.safetensors"
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr with exit status 2."""
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite: exit status 3."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+# --------------------------------------------------------------------------- helpers
+def _positive_int(name):
+    def conv(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") \
+                from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {v}")
+        return v
+    return conv
+
+
+def _nonneg_int(name):
+    def conv(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") \
+                from None
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {v}")
+        return v
+    return conv
+
+
+def _positive_float(name):
+    def conv(text):
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") \
+                from None
+        if not np.isfinite(v) or v <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number > 0, got {text}")
+        return v
+    return conv
+
+
+def _fraction(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--heldout must be a number, got {text!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"--heldout is a fraction of the rows in [0, 1), got "
+                                         f"{text}")
+    return v
+
+
+def _names(prefix, n, given=None):
+    return list(given) if given is not None else [f"{prefix}_{i}" for i in range(n)]
+
+
+def _model_folder(path: Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such model folder")
+    return path / "model" if (path / "model" / "config.json").exists() else path
+
+
+def _load(path):
+    from .estimators import load_model
+
+    return load_model(_model_folder(path))
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``, replacing an existing ``dst`` only once ``src`` is complete."""
+    if dst.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.parent))
+        os.replace(dst, old / dst.name)
+        os.replace(src, dst)
+        shutil.rmtree(old)
+    else:
+        os.replace(src, dst)
+
+
+def _check_out_file(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path} exists; pass --overwrite to replace it")
+    if path.exists() and path.is_dir():
+        raise UsageError(f"{path} is a folder, not a file")
+    if not path.parent.exists():
+        raise UsageError(f"{path.parent}: no such folder for the output")
+
+
+# --------------------------------------------------------------------------- outputs
+def write_fit_outputs(est, folder, data, heldout_rows=None, extra_metrics=None,
+                      num_draws: int = 100) -> Path:
+    """Write everything ``pyro-sparse fit`` leaves in its output folder into ``folder``.
+
+    ``model/``, ``factors.csv``, ``metrics.json``, ``posterior.nc``, ``plots/loss.png`` and,
+    for models with loadings, ``loadings.csv``, ``inclusion.csv``, ``anchors.json`` and
+    ``plots/loadings.png``.
+
+    Parameters
+    ----------
+    est : SparseVAE or VAE
+        Fitted.
+    folder : pathlib.Path
+        Existing folder to write into.
+    data : pyro_sparse.io.DataFile
+        All rows (factors are written for every one, held-out rows included).
+    heldout_rows : numpy.ndarray of int, optional
+        Rows not used in fitting (listed in ``heldout.csv``, scored in ``metrics.json``).
+    extra_metrics : dict, optional
+        Merged into ``metrics.json``.
+    num_draws : int
+        Posterior draws of W stored in ``posterior.nc`` (1 for a point-mass posterior).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .diagnostics import anchor_report, to_arviz
+    from .io import write_csv
+    from .plots import plot_loadings, plot_loss
+
+    folder = Path(folder)
+    X = data.X
+    samples = _names("sample", X.shape[0], data.sample_ids)
+    features = _names("feature", X.shape[1], est.feature_names_in_ or data.feature_names)
+    factors = [f"factor_{k}" for k in range(est.n_factors)]
+    est.save(folder / "model")
+    write_csv(folder / "factors.csv", est.transform(data), samples, factors, "sample")
+    metrics = dict(model=type(est).__name__, params=est.get_params(),
+                   fit=est.fit_info_, final_loss=float(est.loss_history_[-1]),
+                   final_loss_per_row=float(est.loss_history_[-1]) / est.fit_info_["n_rows"])
+    if heldout_rows is not None and len(heldout_rows):
+        Xh = X[heldout_rows]
+        R = est.reconstruct(Xh)
+        Xd = Xh.toarray() if hasattr(Xh, "toarray") else Xh
+        obs = ~np.isnan(Xd)
+        metrics["heldout"] = dict(
+            n_rows=int(len(heldout_rows)),
+            elbo_per_row=float(est.score(Xh)),
+            loglik_per_row=float(est.log_likelihood(Xh, num_samples=1).mean()),
+            mse=float(np.mean((R[obs] - Xd[obs]) ** 2)))
+        write_csv(folder / "heldout.csv", np.asarray(heldout_rows)[:, None],
+                  [samples[i] for i in heldout_rows], ["row"], "sample")
+    metrics.update(extra_metrics or {})
+    if hasattr(est, "loadings_"):
+        write_csv(folder / "loadings.csv", est.loadings_, features, factors, "feature")
+        write_csv(folder / "inclusion.csv", est.inclusion_probs_, features, factors, "feature")
+        rep = anchor_report(est, num_samples=num_draws)
+        (folder / "anchors.json").write_text(json.dumps(rep.to_dict(), indent=2) + "\n")
+    point = est.posterior_is_point_mass_
+    dt = to_arviz(est, num_samples=1 if point else num_draws)
+    dt.to_netcdf(folder / "posterior.nc", engine="h5netcdf")
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    (folder / "plots").mkdir(exist_ok=True)
+    fig = plot_loss(est.loss_history_)
+    fig.savefig(folder / "plots" / "loss.png", dpi=100)
+    plt.close(fig)
+    if hasattr(est, "loadings_"):
+        fig = plot_loadings(est.loadings_, est.inclusion_probs_, feature_names=features)
+        fig.savefig(folder / "plots" / "loadings.png", dpi=100)
+        plt.close(fig)
+    return folder
+
+
+# --------------------------------------------------------------------------- commands
+def _make_estimator(a):
+    from .estimators import VAE, SparseVAE
+
+    if a.model == "vae":
+        return VAE(n_factors=a.factors, likelihood=a.likelihood, hidden_dim=a.hidden)
+    return SparseVAE(n_factors=a.factors, likelihood=a.likelihood, hidden_dim=a.hidden,
+                     lambda0=a.lambda0, lambda1=a.lambda1, w_guide=a.w_guide)
+
+
+def cmd_fit(a) -> int:
+    from .infer import resolve_device
+    from .io import read_data
+    from .likelihoods import check_data
+
+    out = Path(a.out)
+    work = out.parent / f".{out.name}.partial"
+    ck = work / CHECKPOINT
+    if out.exists() and not a.overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    if not out.parent.exists():
+        raise UsageError(f"{out.parent}: no such folder for --out")
+    if a.resume and not ck.is_file():
+        raise UsageError(f"--resume: no checkpoint at {ck} (an interrupted fit with "
+                         "--checkpoint-every leaves one)")
+    if not a.resume and ck.is_file() and not a.overwrite:
+        raise UsageError(f"an interrupted run left a checkpoint at {ck}; pass --resume to "
+                         "continue it or --overwrite to start over")
+    device = resolve_device(a.device)
+    data = read_data(a.data)
+    est = _make_estimator(a)
+    check_data(data.X, a.likelihood, data.feature_names, str(a.data), data.sample_ids)
+    N = data.X.shape[0]
+    rows = np.arange(N)
+    heldout = None
+    if a.heldout > 0:
+        perm = np.random.default_rng(a.seed).permutation(N)
+        n_out = int(round(a.heldout * N))
+        if n_out < 1 or n_out >= N:
+            raise UsageError(f"--heldout {a.heldout} leaves {n_out} of {N} rows out; need at "
+                             "least one row on each side")
+        heldout, rows = np.sort(perm[:n_out]), np.sort(perm[n_out:])
+    X_fit = data.rows(rows) if heldout is not None else data
+    if a.overwrite and not a.resume and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(exist_ok=True)
+    keep_work = False
+    t0 = time.perf_counter()
+    try:
+        try:
+            est.fit(X_fit, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
+                    device=device, progress=not a.no_progress,
+                    checkpoint=ck if (a.checkpoint_every or a.resume) else None,
+                    checkpoint_every=a.checkpoint_every, resume=a.resume)
+        except FloatingPointError as e:
+            keep_work = ck.is_file()
+            where = (f"the last good checkpoint is kept at {ck}" if keep_work
+                     else "no checkpoint was written (use --checkpoint-every)")
+            raise Diverged(f"training stopped: {e}; {where}; no results were written") \
+                from None
+        except ValueError:
+            keep_work = ck.is_file()
+            raise
+        seconds = time.perf_counter() - t0
+        results = work / "results"
+        if results.exists():
+            shutil.rmtree(results)
+        results.mkdir()
+        write_fit_outputs(est, results, data, heldout,
+                          dict(data=str(a.data), seconds=round(seconds, 3), device=str(device)))
+        _replace_dir(results, out)
+    except KeyboardInterrupt:
+        keep_work = ck.is_file()
+        raise
+    finally:
+        if not keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {out}/ ({type(est).__name__}, {est.n_factors} factors, "
+          f"{a.epochs} epochs, final loss {est.loss_history_[-1]:.6g})")
+    return 0
+
+
+def _transform_like(a, what: str) -> int:
+    from .io import read_data, write_csv
+
+    out = Path(a.out)
+    _check_out_file(out, a.overwrite)
+    est = _load(a.model_dir)
+    data = read_data(a.data)
+    X = data
+    samples = _names("sample", data.X.shape[0], data.sample_ids)
+    if what == "transform":
+        values = est.transform(X)
+        cols = [f"factor_{k}" for k in range(values.shape[1])]
+    else:
+        values = est.reconstruct(X)
+        cols = _names("feature", values.shape[1],
+                      est.feature_names_in_ or data.feature_names)
+    write_csv(out, values, samples, cols, "sample")
+    print(f"wrote {out} ({values.shape[0]} rows x {values.shape[1]} columns)")
+    return 0
+
+
+def cmd_transform(a) -> int:
+    return _transform_like(a, "transform")
+
+
+def cmd_reconstruct(a) -> int:
+    return _transform_like(a, "reconstruct")
+
+
+def cmd_report(a) -> int:
+    from .diagnostics import anchor_report
+
+    est = _load(a.model_dir)
+    if not hasattr(est, "loadings_"):
+        raise UsageError(f"{a.model_dir} holds a {type(est).__name__}, which has no loadings "
+                         "and hence no anchors; report needs a Sparse VAE")
+    print(anchor_report(est, threshold=a.threshold))
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from . import demo
+    from .io import DataFile
+
+    est, data = demo.run(epochs=a.epochs, seed=a.seed, progress=not a.no_progress)
+    if a.out is not None:
+        out = Path(a.out)
+        if out.exists() and not a.overwrite:
+            raise UsageError(f"{out} exists; pass --overwrite to replace it")
+        if not out.parent.exists():
+            raise UsageError(f"{out.parent}: no such folder for --out")
+        from .io import usual_permissions, write_csv
+
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        usual_permissions(work)
+        try:
+            write_csv(work / "data.csv", data.X, _names("sample", data.X.shape[0]),
+                      data.feature_names, "sample")
+            write_fit_outputs(est, work, DataFile(data.X, data.feature_names, None,
+                                                  work / "data.csv"))
+            _replace_dir(work, out)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"\nwrote the demo's data and fit to {out}/ (try: {PROG} report {out})")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pyro-sparse`` (subcommands fit, transform, reconstruct,
+    report, demo)."""
+    from .likelihoods import LIKELIHOODS
+
+    p = _Parser(prog=PROG, description="Sparse, identifiable deep generative models "
+                "(the Sparse VAE) from the command line.")
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           parser_class=_Parser)
+
+    f = sub.add_parser("fit", help="fit a model and write its results into a folder",
+                       description="Fit a Sparse VAE (or VAE) to DATA (.csv/.tsv with a header "
+                       "of feature names, .npy, .npz with key X, or .h5ad) and write loadings, "
+                       "inclusion probabilities, factors, anchors, metrics, the posterior and "
+                       "plots into DIR.")
+    f.add_argument("data", metavar="DATA")
+    f.add_argument("--factors", type=_positive_int("--factors"), required=True, metavar="K")
+    f.add_argument("--out", required=True, metavar="DIR")
+    f.add_argument("--likelihood", choices=LIKELIHOODS, default="normal")
+    f.add_argument("--model", choices=("sparse", "vae"), default="sparse")
+    f.add_argument("--hidden", type=_positive_int("--hidden"), default=50, metavar="H")
+    f.add_argument("--epochs", type=_positive_int("--epochs"), default=200, metavar="E")
+    f.add_argument("--batch-size", type=_positive_int("--batch-size"), default=100,
+                   metavar="B")
+    f.add_argument("--lr", type=_positive_float("--lr"), default=1e-2, metavar="LR")
+    f.add_argument("--lambda0", type=_positive_float("--lambda0"), default=10.0, metavar="L0")
+    f.add_argument("--lambda1", type=_positive_float("--lambda1"), default=1.0, metavar="L1")
+    f.add_argument("--w-guide", choices=("map", "meanfield"), default="map")
+    f.add_argument("--seed", type=_nonneg_int("--seed"), default=0, metavar="S")
+    f.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    f.add_argument("--heldout", type=_fraction, default=0.0, metavar="FRACTION",
+                   help="rows kept out of fitting and scored in metrics.json")
+    f.add_argument("--checkpoint-every", type=_nonneg_int("--checkpoint-every"), default=0,
+                   metavar="EPOCHS", help="write an atomic checkpoint every EPOCHS epochs")
+    f.add_argument("--resume", action="store_true",
+                   help="continue an interrupted fit from its checkpoint")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    f.set_defaults(func=cmd_fit)
+
+    for name, what, func in (("transform", "encoder means (factors) per sample",
+                              cmd_transform),
+                             ("reconstruct", "decoder means per sample (fills missing values)",
+                              cmd_reconstruct)):
+        t = sub.add_parser(name, help=what, description=f"Write the {what} of DATA under the "
+                           "model in MODEL_DIR to a CSV file.")
+        t.add_argument("model_dir", metavar="MODEL_DIR")
+        t.add_argument("data", metavar="DATA")
+        t.add_argument("--out", required=True, metavar="FILE.csv")
+        t.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
+        t.set_defaults(func=func)
+
+    r = sub.add_parser("report", help="print the anchor table of a fitted Sparse VAE")
+    r.add_argument("model_dir", metavar="MODEL_DIR")
+    r.add_argument("--threshold", type=_positive_float("--threshold"), default=0.5,
+                   help="p* at or above which a feature is in a factor's support")
+    r.set_defaults(func=cmd_report)
+
+    d = sub.add_parser("demo", help="fit the paper's synthetic study and print what was "
+                       "recovered (the README's main job)")
+    d.add_argument("--out", default=None, metavar="DIR",
+                   help="also write the data and the fit's outputs here")
+    d.add_argument("--epochs", type=_positive_int("--epochs"), default=200)
+    d.add_argument("--seed", type=_nonneg_int("--seed"), default=0)
+    d.add_argument("--overwrite", action="store_true")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"{PROG} {__version__}"
+
+
+def _one_line(msg) -> str:
+    return " ".join(str(msg).split())
+
+
+def main(argv=None) -> int:
+    """Run the command; returns the exit status (0 ok, 2 bad input, 3 diverged, 130 ^C)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{PROG}: warning: {_one_line(message)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        for mod in ("arviz", "xarray", "pyro", "torch", "matplotlib", "h5netcdf"):
+            warnings.filterwarnings("ignore", module=rf"{mod}(\.|$)")
+        try:
+            args = build_parser().parse_args(argv)
+            return args.func(args)
+        except (UsageError, ValueError, TypeError) as e:
+            print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+            return EXIT_USAGE
+        except Diverged as e:
+            print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+            return EXIT_DIVERGED
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,283 @@
+"""The ``pyro-sparse`` command, driven through the real installed script in a subprocess."""
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import pyro_sparse as ps
+
+SCRIPT = Path(sys.executable).parent / "pyro-sparse"
+CMD = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "pyro_sparse.cli"]
+ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+
+
+def run(*args, cwd, timeout=300):
+    return subprocess.run(CMD + [str(a) for a in args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=ENV)
+
+
+def _csv(path, X, names=None, ids=True):
+    names = names or [f"g{j}" for j in range(X.shape[1])]
+    df = pd.DataFrame(X, columns=names)
+    if ids:
+        df.index = [f"s{i}" for i in range(X.shape[0])]
+        df.index.name = "id"
+    df.to_csv(path, index=ids)
+    return path
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    X = ps.datasets.paper_synthetic(n=200, seed=0).X
+    _csv(d / "data.csv", X)
+    counts = np.random.default_rng(0).poisson(3.0, size=(60, 5)).astype(float)
+    counts[:, 0] += 1
+    _csv(d / "counts.csv", counts)
+    r = run("fit", "data.csv", "--factors", 3, "--out", "fitted", "--epochs", 3,
+            "--no-progress", cwd=d)
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def test_fit_writes_every_output_and_the_other_commands_read_them(work):
+    out = work / "fitted"
+    for f in ("loadings.csv", "inclusion.csv", "factors.csv", "anchors.json", "metrics.json",
+              "posterior.nc", "model/config.json", "plots/loss.png", "plots/loadings.png"):
+        assert (out / f).is_file(), f
+    L = pd.read_csv(out / "loadings.csv", index_col=0)
+    assert list(L.index) == [f"g{j}" for j in range(7)]
+    assert list(L.columns) == ["factor_0", "factor_1", "factor_2"]
+    F = pd.read_csv(out / "factors.csv", index_col=0)
+    assert F.shape == (200, 3) and F.index[0] == "s0"
+    model = ps.SparseVAE.load(out / "model")
+    np.testing.assert_allclose(L.to_numpy(), model.loadings_, rtol=1e-6)
+    anchors = json.loads((out / "anchors.json").read_text())
+    assert len(anchors["factors"]) == 3
+    import xarray as xr
+
+    with xr.open_datatree(out / "posterior.nc", engine="h5netcdf") as dt:
+        assert dt["posterior"]["W"].shape == (1, 1, 7, 3)  # MAP: one draw of a point mass
+    r = run("report", out, cwd=work)
+    assert r.returncode == 0 and "Anchor report" in r.stdout
+    r = run("transform", out, "data.csv", "--out", "z.csv", cwd=work)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(pd.read_csv(work / "z.csv", index_col=0).to_numpy(),
+                               F.to_numpy(), rtol=1e-6)
+    X = pd.read_csv(work / "data.csv", index_col=0)
+    X.iloc[3, 2] = np.nan
+    X.to_csv(work / "holes.csv")
+    r = run("reconstruct", out, "holes.csv", "--out", "r.csv", cwd=work)
+    assert r.returncode == 0, r.stderr
+    R = pd.read_csv(work / "r.csv", index_col=0)
+    assert R.shape == (200, 7) and np.isfinite(R.to_numpy()).all()  # the hole is filled
+
+
+def test_vae_and_count_likelihood_with_heldout(work):
+    r = run("fit", "counts.csv", "--factors", 2, "--out", "vae", "--model", "vae",
+            "--likelihood", "negbin", "--epochs", 2, "--heldout", 0.25, "--no-progress",
+            cwd=work)
+    assert r.returncode == 0, r.stderr
+    out = work / "vae"
+    assert not (out / "loadings.csv").exists() and not (out / "anchors.json").exists()
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["heldout"]["n_rows"] == 15 and np.isfinite(m["heldout"]["loglik_per_row"])
+    assert len(pd.read_csv(out / "heldout.csv")) == 15
+    r = run("report", out, cwd=work)
+    assert r.returncode == 2 and "no loadings" in r.stderr
+
+
+# ------------------------------------------------------------------ bad input
+def _bad_model_dirs(d):
+    (d / "corrupt" / "model").mkdir(parents=True)
+    (d / "corrupt" / "model" / "config.json").write_text("{not json")
+    (d / "corrupt" / "model" / "weights.safetensors").write_bytes(b"junk")
+    crafted = d / "crafted" / "model"
+    shutil.copytree(d / "fitted" / "model", crafted)
+
+    class Payload:  # unpickling this would create the marker file
+        def __reduce__(self):
+            return (Path.touch, (d / "PWNED",))
+
+    (crafted / "weights.safetensors").write_bytes(pickle.dumps(Payload()))
+    other = d / "other_estimator" / "model"
+    shutil.copytree(d / "fitted" / "model", other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["estimator"] = "os.system"
+    (other / "config.json").write_text(json.dumps(cfg))
+
+
+BAD = {
+    "missing file": (["fit", "nope.csv", "--factors", 2, "--out", "o"], "nope.csv: no such"),
+    "empty file": (["fit", "empty.csv", "--factors", 2, "--out", "o"], "is empty"),
+    "header only": (["fit", "header.csv", "--factors", 2, "--out", "o"], "no data rows"),
+    "non-numeric cell": (["fit", "text.csv", "--factors", 2, "--out", "o"],
+                         "non-numeric value 'abc' at row 1 \\('s1'\\), column 2 \\('g1'\\)"),
+    "ragged row": (["fit", "ragged.csv", "--factors", 2, "--out", "o"],
+                   "line 3 has 4 fields but the header has 3"),
+    "inf": (["fit", "inf.csv", "--factors", 2, "--out", "o"],
+            "inf at row 1 \\('s1'\\), column 0 \\('g0'\\)"),
+    "negative counts": (["fit", "neg.csv", "--factors", 2, "--out", "o", "--likelihood",
+                         "poisson"], "negative value -2.0 at row 0 \\('s0'\\), column 1"),
+    "non-integer counts": (["fit", "frac.csv", "--factors", 2, "--out", "o", "--likelihood",
+                            "negbin"], "non-integer value 1.5 at row 1"),
+    "factors 0": (["fit", "data.csv", "--factors", 0, "--out", "o"], "--factors must be >= 1"),
+    "unknown option value": (["fit", "data.csv", "--factors", 2, "--out", "o",
+                              "--likelihood", "gamma"], "invalid choice: 'gamma'"),
+    "unknown option": (["fit", "data.csv", "--factors", 2, "--out", "o", "--bogus"],
+                       "unrecognized arguments: --bogus"),
+    "dir exists": (["fit", "data.csv", "--factors", 2, "--out", "fitted"],
+                   "fitted exists; pass --overwrite"),
+    "resume without checkpoint": (["fit", "data.csv", "--factors", 2, "--out", "o",
+                                   "--resume"], "--resume: no checkpoint at"),
+    "model dir missing": (["transform", "nodir", "data.csv", "--out", "bad_out.csv"],
+                          "no such model folder"),
+    "model dir corrupt": (["transform", "corrupt", "data.csv", "--out", "bad_out.csv"],
+                          "corrupt \\(not valid JSON"),
+    "model dir crafted (pickle)": (["report", "crafted"], "corrupt or not a safetensors"),
+    "model dir crafted (estimator)": (["report", "other_estimator"],
+                                      "unknown estimator 'os.system'"),
+    "feature names differ": (["transform", "fitted", "renamed.csv", "--out", "bad_out.csv"],
+                             "feature names differ"),
+    "feature count differs": (["transform", "fitted", "narrow.csv", "--out", "bad_out.csv"],
+                              "has 5 features .* fitted on 7"),
+    "heldout out of range": (["fit", "data.csv", "--factors", 2, "--out", "o", "--heldout",
+                              "1.5"], "--heldout is a fraction"),
+}
+if not torch.cuda.is_available():
+    BAD["cuda without CUDA"] = (["fit", "data.csv", "--factors", 2, "--out", "o", "--device",
+                                 "cuda"], "CUDA is not available")
+
+
+@pytest.fixture(scope="module")
+def bad_files(work):
+    (work / "empty.csv").write_text("")
+    (work / "header.csv").write_text("id,g0,g1\n")
+    (work / "text.csv").write_text("id,g0,g1\ns0,1,2\ns1,3,abc\n")
+    (work / "ragged.csv").write_text("g0,g1,g2\n1,2,3\n4,5,6,7\n")
+    (work / "inf.csv").write_text("id,g0,g1\ns0,1,2\ns1,inf,3\n")
+    (work / "neg.csv").write_text("id,g0,g1\ns0,1,-2\ns1,3,4\n")
+    (work / "frac.csv").write_text("id,g0,g1\ns0,1,2\ns1,1.5,4\n")
+    X = pd.read_csv(work / "data.csv", index_col=0)
+    X.rename(columns={"g3": "zzz"}).to_csv(work / "renamed.csv")
+    X.iloc[:, :5].to_csv(work / "narrow.csv")
+    _bad_model_dirs(work)
+    return work
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_one_line_exit_2_nothing_written(bad_files, case):
+    args, match = BAD[case]
+    before = sorted(p.name for p in bad_files.iterdir())
+    r = run(*args, cwd=bad_files)
+    assert r.returncode == 2, (case, r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("pyro-sparse: error: ") and "Traceback" not in r.stderr
+    import re
+
+    assert re.search(match, lines[0]), lines[0]
+    after = sorted(p.name for p in bad_files.iterdir())
+    assert after == before  # no DIR, no hidden partial folder, no output file
+    assert not (bad_files / "PWNED").exists()  # the pickle was never loaded
+
+
+def test_warnings_not_errors(work):
+    X = pd.read_csv(work / "data.csv", index_col=0).iloc[:40]
+    X["g1"] = 2.0
+    X.to_csv(work / "const.csv")
+    r = run("fit", "const.csv", "--factors", 9, "--batch-size", 100, "--epochs", 1,
+            "--out", "warned", "--no-progress", cwd=work)
+    assert r.returncode == 0, r.stderr
+    warns = [ln for ln in r.stderr.splitlines() if ln.startswith("pyro-sparse: warning:")]
+    text = " ".join(warns)
+    assert "constant column" in text and "'g1'" in text
+    assert "n_factors=9 is larger than the number of features (7)" in text
+    assert "batch_size=100 is larger than the number of rows (40)" in text
+
+
+# ------------------------------------------------------------------ faults
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+    X = ps.datasets.paper_synthetic(n=1000, seed=1).X
+    _csv(tmp_path / "d.csv", X)
+    common = ["--factors", 3, "--epochs", 30, "--seed", 5, "--no-progress"]
+    r = run("fit", "d.csv", "--out", "plain", *common, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ck = tmp_path / ".killed.partial" / "checkpoint.safetensors"
+    proc = subprocess.Popen(CMD + ["fit", "d.csv", "--out", "killed", "--checkpoint-every",
+                                   "3"] + [str(c) for c in common],
+                            cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not ck.exists() and proc.poll() is None and time.time() - t0 < 120:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the fit ended before it could be killed"
+    assert not (tmp_path / "killed").exists()  # no half-written results
+    r = run("fit", "d.csv", "--out", "killed", "--resume", *common, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / ".killed.partial").exists()
+    for f in ("loadings.csv", "inclusion.csv", "factors.csv"):
+        assert (tmp_path / "plain" / f).read_bytes() == (tmp_path / "killed" / f).read_bytes()
+
+
+def test_same_seed_gives_byte_identical_loadings(work):
+    for out in ("again1", "again2"):
+        r = run("fit", "data.csv", "--factors", 3, "--out", out, "--epochs", 3,
+                "--no-progress", cwd=work)
+        assert r.returncode == 0, r.stderr
+    a = (work / "again1" / "loadings.csv").read_bytes()
+    assert a == (work / "again2" / "loadings.csv").read_bytes()
+    assert a == (work / "fitted" / "loadings.csv").read_bytes()
+
+
+def test_diverging_loss_exits_3_and_writes_nothing(tmp_path):
+    X = np.full((30, 3), 1e30)
+    X[::2] *= -1
+    _csv(tmp_path / "huge.csv", X)
+    r = run("fit", "huge.csv", "--factors", 2, "--out", "o", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert "loss became" in r.stderr and "no results were written" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.csv"]
+
+
+def test_diverging_after_a_checkpoint_keeps_it(tmp_path):
+    # a fault injected into the real command: the loss turns NaN in epoch 5
+    _csv(tmp_path / "d.csv", ps.datasets.paper_synthetic(n=100, seed=0).X)
+    code = (
+        "import sys, torch, pyro_sparse.infer.svi as svi\n"
+        "real = svi.make_elbo\n"
+        "def make_elbo(model):\n"
+        "    elbo, n = real(model), [0]\n"
+        "    base = elbo.differentiable_loss\n"
+        "    def loss(*a):\n"
+        "        n[0] += 1\n"
+        "        out = base(*a)\n"
+        "        return out * float('nan') if n[0] > 4 else out\n"
+        "    elbo.differentiable_loss = loss\n"
+        "    return elbo\n"
+        "svi.make_elbo = make_elbo\n"
+        "from pyro_sparse.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    r = subprocess.run([sys.executable, "-c", code, "fit", "d.csv", "--factors", "2",
+                        "--out", "o", "--epochs", "10", "--batch-size", "100",
+                        "--checkpoint-every", "2", "--no-progress"],
+                       cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 3, r.stderr
+    assert "the last good checkpoint is kept at" in r.stderr
+    ck = tmp_path / ".o.partial" / "checkpoint.safetensors"
+    _, info = ps.infer.read_checkpoint(ck)
+    assert info["epoch"] == 4 and np.isfinite(info["history"]).all()
+    assert not (tmp_path / "o").exists()

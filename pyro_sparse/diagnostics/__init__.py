@@ -10,10 +10,14 @@ from .anchors import (
 )
 from .arviz import chains_of, to_arviz
 from .disentanglement import dci, dci_from_importance, importance_matrix
+from .labels import coherence, label_association, top_features
 from .latent import active_units, discretize, latent_activity, mig
 from .support import abs_corr, anchors, estimated_support, match_factors, support_scores
 
 __all__ = [
+    "coherence",
+    "label_association",
+    "top_features",
     "AnchorReport",
     "abs_corr",
     "active_units",

@@ -6,7 +6,8 @@ PIP    := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: demo test lint bench-synthetic bench-speed bench-calibration bench-identifiability clean
+.PHONY: demo test lint bench-synthetic bench-speed bench-calibration bench-identifiability \
+        bench-counts bench-pbmc clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,12 @@ bench-calibration: $(VENV)/.test
 
 bench-identifiability: $(VENV)/.test
 	$(BIN)/python benchmarks/identifiability.py --reps 3 --jobs 2
+
+bench-counts: $(VENV)/.test
+	$(BIN)/python benchmarks/counts_and_missing.py --reps 3 --jobs 2
+
+bench-pbmc: $(VENV)/.test
+	$(BIN)/python benchmarks/pbmc.py --epochs 150 --jobs 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache

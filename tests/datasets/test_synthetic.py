@@ -25,3 +25,26 @@ def test_split_and_errors():
     assert tr.X.shape[0] == 70 and te.X.shape[0] == 30
     with pytest.raises(ValueError, match="rho"):
         paper_synthetic(rho=1.0)
+
+
+def test_sparse_counts_support_and_row_totals():
+    import pyro_sparse as ps
+
+    d = ps.datasets.sparse_counts(n=400, n_factors=3, anchors_per_factor=4, n_shared=2, seed=1)
+    assert d.X.shape == (400, 14) and d.support.shape == (14, 3)
+    assert (d.support.sum(1)[:12] == 1).all() and (d.support.sum(1)[12:] == 2).all()
+    assert (d.X >= 0).all() and (d.X == np.round(d.X)).all()
+    # row totals depend on the factors: the premise of the library-size benchmark
+    assert abs(np.corrcoef(d.Z[:, 0], np.log1p(d.X.sum(1)))[0, 1]) > 0.1
+
+
+def test_pbmc_counts_are_integers_with_labels():
+    pytest.importorskip("scanpy")
+    import pyro_sparse as ps
+
+    a = ps.datasets.pbmc68k_counts()
+    assert a.shape == (700, 765) and "bulk_labels" in a.obs
+    X = a.X.toarray()
+    assert (X == np.round(X)).all() and (X.sum(1) > 0).all()
+    for genes in ps.datasets.PBMC_MARKERS.values():
+        assert all(g in a.var_names for g in genes)

@@ -233,7 +233,7 @@ def cmd_fit(a) -> int:
         raise UsageError(f"an interrupted run left a checkpoint at {ck}; pass --resume to "
                          "continue it or --overwrite to start over")
     device = resolve_device(a.device)
-    data = read_data(a.data)
+    data = read_data(a.data, layer=a.layer)
     est = _make_estimator(a)
     check_data(data.X, a.likelihood, data.feature_names, str(a.data), data.sample_ids)
     N = data.X.shape[0]
@@ -292,7 +292,7 @@ def _transform_like(a, what: str) -> int:
     out = Path(a.out)
     _check_out_file(out, a.overwrite)
     est = _load(a.model_dir)
-    data = read_data(a.data)
+    data = read_data(a.data, layer=a.layer)
     X = data
     samples = _names("sample", data.X.shape[0], data.sample_ids)
     if what == "transform":
@@ -371,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "inclusion probabilities, factors, anchors, metrics, the posterior and "
                        "plots into DIR.")
     f.add_argument("data", metavar="DATA")
+    f.add_argument("--layer", default=None, metavar="NAME",
+                   help="with an .h5ad file, the AnnData layer to use instead of X")
     f.add_argument("--factors", type=_positive_int("--factors"), required=True, metavar="K")
     f.add_argument("--out", required=True, metavar="DIR")
     f.add_argument("--likelihood", choices=LIKELIHOODS, default="normal")
@@ -404,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("model_dir", metavar="MODEL_DIR")
         t.add_argument("data", metavar="DATA")
         t.add_argument("--out", required=True, metavar="FILE.csv")
+        t.add_argument("--layer", default=None, metavar="NAME",
+                       help="with an .h5ad file, the AnnData layer to use instead of X")
         t.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
         t.set_defaults(func=func)
 

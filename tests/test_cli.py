@@ -281,3 +281,27 @@ def test_diverging_after_a_checkpoint_keeps_it(tmp_path):
     _, info = ps.infer.read_checkpoint(ck)
     assert info["epoch"] == 4 and np.isfinite(info["history"]).all()
     assert not (tmp_path / "o").exists()
+
+
+def test_h5ad_with_layer(tmp_path):
+    anndata = pytest.importorskip("anndata")
+    import scipy.sparse as sp
+
+    d = ps.datasets.sparse_counts(n=80, seed=0)
+    a = anndata.AnnData(X=np.log1p(d.X))
+    a.layers["counts"] = sp.csr_matrix(d.X)
+    a.var_names = d.feature_names
+    a.obs_names = [f"cell{i}" for i in range(80)]
+    a.write_h5ad(tmp_path / "cells.h5ad")
+    r = run("fit", "cells.h5ad", "--layer", "counts", "--likelihood", "negbin", "--factors", 3,
+            "--epochs", 2, "--out", "fit", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    F = pd.read_csv(tmp_path / "fit" / "factors.csv", index_col=0)
+    assert F.index[0] == "cell0"
+    r = run("transform", "fit", "cells.h5ad", "--layer", "counts", "--out", "z.csv",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run("fit", "cells.h5ad", "--layer", "spliced", "--factors", 3, "--out", "bad",
+            cwd=tmp_path)
+    assert r.returncode == 2 and "has no layer 'spliced' (layers: 'counts')" in r.stderr
+    assert not (tmp_path / "bad").exists()

@@ -219,3 +219,14 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatc
         make().fit(X[:50], checkpoint=ck, resume=True, **kw)
     with pytest.raises(ValueError, match="no checkpoint at"):
         make().fit(X, checkpoint=tmp_path / "none", resume=True, **kw)
+
+
+def test_diagnostics_accept_sparse_and_missing_data(counts):
+    X = counts.copy()
+    X[1, 1] = np.nan
+    m = ps.SparseVAE(n_factors=2, likelihood="poisson", hidden_dim=8).fit(X, epochs=2,
+                                                                           progress=False)
+    dt = ps.diagnostics.to_arviz(m, num_samples=2, X=sp.csr_matrix(counts),
+                                 log_likelihood=True, posterior_predictive=True)
+    assert dt["observed_data"]["x"].shape == counts.shape
+    assert np.isfinite(dt["log_likelihood"]["x"].values).all()

@@ -145,6 +145,8 @@ def to_arviz(model, num_samples: int = 1000, X=None, posterior_predictive: bool 
     arr = None
     if X is not None:
         arr, _ = first._prepare(X)
+        if hasattr(arr, "toarray"):  # sparse input: observed_data is stored dense
+            arr = arr.toarray()
         data["observed_data"] = {"x": arr}
         coords["obs_id"] = np.arange(arr.shape[0])
         dims["x"] = ["obs_id", "feature"]

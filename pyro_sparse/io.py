@@ -201,23 +201,57 @@ def _as_number(text: str):
         return None
 
 
+def _check_shape(path: Path, sep: str) -> tuple[list, int]:
+    """Header fields and number of data rows; raise on a ragged row (naming its line)."""
+    header, n_rows = None, 0
+    with open(path, "rb") as fh:
+        raw = fh.read(1 << 16)
+    quoted = b'"' in raw or b"'" in raw
+    if quoted or b"\r" in raw:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh, delimiter=sep)
+            for fields in reader:
+                if not fields or all(not f.strip() for f in fields):
+                    continue  # blank line
+                if header is None:
+                    header = fields
+                    continue
+                n_rows += 1
+                if len(fields) != len(header):
+                    raise ValueError(f"{path}: line {reader.line_num} has {len(fields)} fields "
+                                     f"but the header has {len(header)} (ragged row)")
+        return header, n_rows
+    bsep = sep.encode()
+    with open(path, "rb") as fh:  # fast path: no quoting, count separators per line
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            if header is None:
+                text = line.decode("utf-8-sig").rstrip("\n")
+                header = next(csv.reader([text], delimiter=sep))
+                continue
+            n_rows += 1
+            n = line.count(bsep) + 1
+            if n != len(header):
+                raise ValueError(f"{path}: line {line_no} has {n} fields but the header has "
+                                 f"{len(header)} (ragged row)")
+    return header, n_rows
+
+
+def _first_non_numeric(col):
+    import pandas as pd
+
+    text = col.astype(str).str.strip()
+    na = col.isna() | text.isin(_NA)
+    bad = pd.to_numeric(text.where(~na), errors="coerce").isna() & ~na
+    return (int(np.argmax(bad.to_numpy())), text.iloc[int(np.argmax(bad.to_numpy()))]) \
+        if bad.any() else None
+
+
 def _read_table(path: Path, sep: str) -> DataFile:
     import pandas as pd
 
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh, delimiter=sep)
-        header = None
-        n_rows = 0
-        for fields in reader:
-            if not fields or all(not f.strip() for f in fields):
-                continue  # blank line
-            if header is None:
-                header = fields
-                continue
-            n_rows += 1
-            if len(fields) != len(header):
-                raise ValueError(f"{path}: line {reader.line_num} has {len(fields)} fields but "
-                                 f"the header has {len(header)} (ragged row)")
+    header, n_rows = _check_shape(path, sep)
     if header is None:
         raise ValueError(f"{path} is empty")
     if n_rows == 0:
@@ -232,32 +266,40 @@ def _read_table(path: Path, sep: str) -> DataFile:
             raise ValueError(f"{path}: column {i} repeats the name {h!r} of column {seen[h]}; "
                              "feature names must be unique")
         seen.setdefault(h, i)
-    df = pd.read_csv(path, sep=sep, header=0, dtype=str, keep_default_na=False,
-                     skip_blank_lines=True, encoding="utf-8-sig")
+    # the C parser infers float columns; only columns that fail are inspected cell by cell
+    df = pd.read_csv(path, sep=sep, header=0, keep_default_na=False, na_values=_NA,
+                     skip_blank_lines=True, encoding="utf-8-sig", low_memory=False)
     df.columns = names
-    first = df.iloc[:, 0].str.strip()
     ids = None
-    numeric_first = pd.to_numeric(first.where(~first.isin(_NA)), errors="coerce")
-    if df.shape[1] > 1 and numeric_first.isna().all() and not first.isin(_NA).any():
-        ids = list(first)  # a first column without a single number: sample ids
-        if len(set(ids)) != len(ids):
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise ValueError(f"{path}: sample id {dup!r} in column 0 ({names[0]!r}) appears "
-                             "more than once")
-        df, names = df.iloc[:, 1:], names[1:]
+    first = df.iloc[:, 0]
+    if df.shape[1] > 1 and not pd.api.types.is_numeric_dtype(first.dtype) \
+            and not first.isna().any():
+        text = first.astype(str).str.strip()
+        if pd.to_numeric(text, errors="coerce").isna().all():
+            ids = list(text)  # a first column without a single number: sample ids
+            if len(set(ids)) != len(ids):
+                dup = text[text.duplicated()].iloc[0]
+                raise ValueError(f"{path}: sample id {dup!r} in column 0 ({names[0]!r}) "
+                                 "appears more than once")
+            df, names = df.iloc[:, 1:], names[1:]
     values = np.empty(df.shape, dtype=np.float64)
     for j in range(df.shape[1]):
-        col = df.iloc[:, j].str.strip()
-        na = col.isin(_NA)
-        num = pd.to_numeric(col.where(~na), errors="coerce")
-        bad = num.isna() & ~na
-        if bad.any():
-            r = int(np.argmax(bad.to_numpy()))
+        col = df.iloc[:, j]
+        if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col):
+            values[:, j] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            continue
+        bad = _first_non_numeric(col) if not pd.api.types.is_bool_dtype(col) else \
+            (0, str(col.iloc[0]))
+        if bad is not None:
+            r, v = bad
             c = j + (1 if ids is not None else 0)
             where = f"row {r}" + (f" ({ids[r]!r})" if ids is not None else "")
-            raise ValueError(f"{path}: non-numeric value {col.iloc[r]!r} at {where}, column "
-                             f"{c} ({names[j]!r})")
-        values[:, j] = num.to_numpy(dtype=np.float64, na_value=np.nan)
+            raise ValueError(f"{path}: non-numeric value {v!r} at {where}, column {c} "
+                             f"({names[j]!r})")
+        text = col.astype(str).str.strip()
+        values[:, j] = pd.to_numeric(text.where(~(col.isna() | text.isin(_NA))),
+                                     errors="coerce").to_numpy(dtype=np.float64,
+                                                               na_value=np.nan)
     return DataFile(values, names, ids, path)
 
 

@@ -35,11 +35,21 @@ def test_csv_with_sample_ids_and_missing_values(tmp_path):
     ("1.5,2\n1,2\n", "looks like data"),
     ("a,a\n1,2\n", "column 1 repeats the name 'a'"),
     ("id,a\ns1,1\ns1,2\n", "sample id 's1' .* more than once"),
+    ("a,b\n1,True\n2,False\n", "non-numeric value 'True' at row 0, column 1"),
+    ('"x, y",b\n1,2\n3,4,5\n', "line 3 has 3 fields"),  # quoted header: the csv path
 ])
 def test_bad_text_files_name_the_problem(tmp_path, text, match):
     p = _write(tmp_path, "bad.csv", text)
     with pytest.raises(ValueError, match=match):
         read_data(p)
+
+
+def test_quoted_names_crlf_and_blank_lines(tmp_path):
+    p = tmp_path / "q.csv"
+    p.write_bytes(b'cell,"gene, one",g2\r\nc1,1,NA\r\n\r\nc2,3,4\r\n')
+    d = read_data(p)
+    assert d.feature_names == ["gene, one", "g2"] and d.sample_ids == ["c1", "c2"]
+    np.testing.assert_array_equal(d.X, [[1, np.nan], [3, 4]])
 
 
 def test_numpy_files(tmp_path):

@@ -330,13 +330,13 @@ def cmd_demo(a) -> int:
     from . import demo
     from .io import DataFile
 
+    out = None if a.out is None else Path(a.out)
+    if out is not None and out.exists() and not a.overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    if out is not None and not out.parent.exists():
+        raise UsageError(f"{out.parent}: no such folder for --out")
     est, data = demo.run(epochs=a.epochs, seed=a.seed, progress=not a.no_progress)
-    if a.out is not None:
-        out = Path(a.out)
-        if out.exists() and not a.overwrite:
-            raise UsageError(f"{out} exists; pass --overwrite to replace it")
-        if not out.parent.exists():
-            raise UsageError(f"{out.parent}: no such folder for --out")
+    if out is not None:
         from .io import usual_permissions, write_csv
 
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

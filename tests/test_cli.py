@@ -305,3 +305,18 @@ def test_h5ad_with_layer(tmp_path):
             cwd=tmp_path)
     assert r.returncode == 2 and "has no layer 'spliced' (layers: 'counts')" in r.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_demo_writes_its_data_and_fit(tmp_path):
+    r = run("demo", "--out", "demo_run", "--epochs", 2, "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "support recovery" in r.stdout
+    out = tmp_path / "demo_run"
+    for f in ("data.csv", "loadings.csv", "inclusion.csv", "anchors.json", "model/config.json"):
+        assert (out / f).is_file(), f
+    assert list(pd.read_csv(out / "loadings.csv", index_col=0).index) == \
+        [f"x{j}" for j in range(1, 8)]
+    r = run("report", "demo_run", cwd=tmp_path)
+    assert r.returncode == 0 and "factor_0" in r.stdout
+    r = run("demo", "--out", "demo_run", "--epochs", 1, "--no-progress", cwd=tmp_path)
+    assert r.returncode == 2 and "exists; pass --overwrite" in r.stderr

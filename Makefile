@@ -39,7 +39,7 @@ bench-speed: $(VENV)/.test
 	$(BIN)/python benchmarks/speed.py
 
 bench-calibration: $(VENV)/.test
-	$(BIN)/python benchmarks/calibration.py --reps 6 --jobs 2
+	$(BIN)/python benchmarks/calibration.py --reps 6 --jobs 2 --guides meanfield lowrank
 
 bench-identifiability: $(VENV)/.test
 	$(BIN)/python benchmarks/identifiability.py --reps 3 --jobs 2

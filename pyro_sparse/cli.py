@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--lr", type=_positive_float("--lr"), default=1e-2, metavar="LR")
     f.add_argument("--lambda0", type=_positive_float("--lambda0"), default=10.0, metavar="L0")
     f.add_argument("--lambda1", type=_positive_float("--lambda1"), default=1.0, metavar="L1")
-    f.add_argument("--w-guide", choices=("map", "meanfield"), default="map")
+    f.add_argument("--w-guide", choices=("map", "meanfield", "lowrank"), default="map")
     f.add_argument("--seed", type=_nonneg_int("--seed"), default=0, metavar="S")
     f.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     f.add_argument("--heldout", type=_fraction, default=0.0, metavar="FRACTION",

@@ -625,8 +625,10 @@ class SparseVAE(_Estimator):
         Spike and slab Laplace rates (lambda0 >> lambda1).
     a, b : float
         Beta(a, b) prior on each factor's inclusion rate eta; ``b=None`` means b = G.
-    w_guide : {"map", "meanfield"}
-        Point estimate of W with EM for eta (the paper), or a Normal variational posterior.
+    w_guide : {"map", "meanfield", "lowrank"}
+        Point estimate of W with EM for eta (the paper), an independent Normal variational
+        posterior per entry, or a Normal with a low-rank covariance coupling the entries
+        (rank K).
     warmup : float
         Fraction of the epochs over which the z-KL and prior weights rise linearly to 1.
     spike_anneal : float
@@ -651,7 +653,7 @@ class SparseVAE(_Estimator):
     Attributes
     ----------
     loadings_ : numpy.ndarray, shape (G, K)
-        MAP (``map``) or posterior mean (``meanfield``) of W.
+        MAP (``map``) or posterior mean (``meanfield``, ``lowrank``) of W.
     inclusion_probs_ : numpy.ndarray, shape (G, K)
         p*_gk, posterior probability that feature g loads on factor k.
     eta_ : numpy.ndarray, shape (K,)
@@ -730,13 +732,13 @@ class SparseVAE(_Estimator):
         self.loadings_ = est["W"].cpu().numpy()
         self.inclusion_probs_ = est["inclusion"].cpu().numpy()
         self.eta_ = est["eta"].cpu().numpy()
-        if self.w_guide == "meanfield":
+        if self.w_guide != "map":
             self.loadings_sd_ = self.guide_.globals_guide.W_scale_gk.detach().cpu().numpy()
         return est
 
     @property
     def posterior_is_point_mass_(self) -> bool:
-        """True for the MAP guide (every draw of W is the MAP), False for ``meanfield``."""
+        """True for the MAP guide (every draw of W is the MAP), else False."""
         self._check_fitted()
         return self.w_guide == "map"
 

@@ -235,3 +235,17 @@ def test_recovers_true_support_on_paper_synthetic(paper_fit):
                    "which z2's anchors also load on z1 (benchmarks/results/synthetic_study.md)")
 def test_support_f1_target_at_rho_04(paper_fit):
     assert paper_fit[3]["f1"] >= 0.9
+
+
+def test_lowrank_w_guide_fits_draws_and_round_trips(data, tmp_path):
+    m = ps.SparseVAE(n_factors=3, hidden_dim=8, w_guide="lowrank").fit(
+        data.X, epochs=3, progress=False)
+    assert not m.posterior_is_point_mass_
+    assert m.loadings_sd_.shape == (7, 3) and (m.loadings_sd_ > 0).all()
+    d = m.posterior_draws(num_samples=50, seed=1)
+    assert d["W"].shape == (50, 7, 3) and d["W"].std(0).min() > 0
+    m.save(tmp_path / "lr")
+    m2 = ps.SparseVAE.load(tmp_path / "lr")
+    np.testing.assert_array_equal(m2.posterior_draws(50, seed=1)["W"], d["W"])
+    dt = ps.diagnostics.to_arviz(m, num_samples=20)
+    assert "low-rank" in dt.attrs["posterior_note"]

@@ -8,11 +8,12 @@ from __future__ import annotations
 import torch
 
 from .encoder import AmortizedNormalGuide
-from .globals import W_GUIDES, MAPGlobalGuide, MeanFieldGlobalGuide
+from .globals import W_GUIDES, LowRankGlobalGuide, MAPGlobalGuide, MeanFieldGlobalGuide
 
 __all__ = [
     "W_GUIDES",
     "AmortizedNormalGuide",
+    "LowRankGlobalGuide",
     "MAPGlobalGuide",
     "MeanFieldGlobalGuide",
     "ModelGuide",
@@ -47,7 +48,7 @@ def make_guide(model, w_guide: str = "map", init_scale: float = 1.0) -> ModelGui
     Parameters
     ----------
     model : SparseVAEModel or VAEModel
-    w_guide : {"map", "meanfield"}
+    w_guide : {"map", "meanfield", "lowrank"}
         Guide for W (ignored by models without W, which take point estimates of sigma).
     init_scale : float
         Standard deviation of the random start of W.
@@ -61,6 +62,8 @@ def make_guide(model, w_guide: str = "map", init_scale: float = 1.0) -> ModelGui
     has_W = hasattr(model, "lambda0")
     if w_guide == "meanfield" and has_W:
         g = MeanFieldGlobalGuide(model, init_scale=init_scale)
+    elif w_guide == "lowrank" and has_W:
+        g = LowRankGlobalGuide(model, init_scale=init_scale)
     else:
         g = MAPGlobalGuide(model, init_scale=init_scale)
     local = AmortizedNormalGuide(model.n_features, model.n_factors, model.hidden_dim,

@@ -3,7 +3,12 @@ import pytest
 import torch
 
 from pyro_sparse.distributions import eta_mstep, inclusion_prob
-from pyro_sparse.guides import MAPGlobalGuide, MeanFieldGlobalGuide, make_guide
+from pyro_sparse.guides import (
+    LowRankGlobalGuide,
+    MAPGlobalGuide,
+    MeanFieldGlobalGuide,
+    make_guide,
+)
 from pyro_sparse.models import SparseVAEModel
 
 
@@ -37,6 +42,27 @@ def test_meanfield_guide_draws_and_inclusion():
         assert float(draws.std(0).mean()) == pytest.approx(0.3, rel=0.1)
         p = g.inclusion_probs()
         assert p.shape == (6, 3) and ((p >= 0) & (p <= 1)).all()
+
+
+def test_lowrank_guide_density_and_marginal_sd():
+    with local():
+        model = SparseVAEModel(5, 2, 8)
+        g = LowRankGlobalGuide(model, init_sd=0.2)
+        with torch.no_grad():
+            g.W_factor_ir.normal_(0.0, 0.3)
+        draws = g.sample_W(4000, generator=torch.Generator().manual_seed(0))
+        assert draws.shape == (4000, 5, 2)
+        torch.testing.assert_close(draws.std(0), g.W_scale_gk.detach(), rtol=0.08, atol=0.0)
+        # entries are correlated through U: the empirical covariance matches D + U U^T
+        cov = torch.cov(draws.reshape(4000, -1).T)
+        want = torch.diag(g.W_logsd_gk.exp().reshape(-1) ** 2) + \
+            g.W_factor_ir @ g.W_factor_ir.T
+        torch.testing.assert_close(cov, want.detach(), atol=0.03, rtol=0.0)
+        # the W site carries the exact joint log q(W), spread over the G x K entries
+        tr = pyro.poutine.trace(g).get_trace()
+        site = tr.nodes["W"]
+        joint = g._q().log_prob(site["value"].reshape(-1))
+        torch.testing.assert_close(site["fn"].log_prob(site["value"]).sum(), joint)
 
 
 def test_make_guide_rejects_unknown_w_guide():

@@ -44,6 +44,10 @@ VARIANTS = {
     "SparseVAE-anneal": ("SparseVAE", {"spike_anneal": 0.5}),
     "SparseVAE-corr-anneal": ("SparseVAE", {"factor_correlation": True, "spike_anneal": 0.5}),
     "SparseVAE-corr-restarts3": ("SparseVAE", {"factor_correlation": True, "n_restarts": 3}),
+    # variational W guides (posterior spread in W) alone and with the stronger eta prior
+    "SparseVAE-meanfield": ("SparseVAE", {"w_guide": "meanfield"}),
+    "SparseVAE-meanfield-b50": ("SparseVAE", {"w_guide": "meanfield", "b": 50.0}),
+    "SparseVAE-lowrank-b50": ("SparseVAE", {"w_guide": "lowrank", "b": 50.0}),
 }
 DEFAULT_VARIANTS = ["SparseVAE", "SparseVAE-Slab", "VAE", "beta-VAE(2)", "beta-VAE(4)"]
 

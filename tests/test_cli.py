@@ -294,10 +294,12 @@ def test_h5ad_with_layer(tmp_path):
     a.obs_names = [f"cell{i}" for i in range(80)]
     a.write_h5ad(tmp_path / "cells.h5ad")
     r = run("fit", "cells.h5ad", "--layer", "counts", "--likelihood", "negbin", "--factors", 3,
-            "--epochs", 2, "--out", "fit", "--no-progress", cwd=tmp_path)
+            "--epochs", 2, "--heldout", 0.25, "--out", "fit", "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     F = pd.read_csv(tmp_path / "fit" / "factors.csv", index_col=0)
-    assert F.index[0] == "cell0"
+    assert F.index[0] == "cell0" and len(F) == 80
+    held = json.loads((tmp_path / "fit" / "metrics.json").read_text())["heldout"]
+    assert held["n_rows"] == 20 and np.isfinite(held["mse"])
     r = run("transform", "fit", "cells.h5ad", "--layer", "counts", "--out", "z.csv",
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr

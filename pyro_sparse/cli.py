@@ -129,6 +129,15 @@ def _check_out_file(path: Path, overwrite: bool) -> None:
 
 
 # --------------------------------------------------------------------------- outputs
+def _heldout_lppd(est, X) -> float:
+    """Mean over rows of log (1/S) sum_s p(x_n | globals_s), z integrated out (IWAE)."""
+    from scipy.special import logsumexp
+
+    S = 1 if est.posterior_is_point_mass_ else 20
+    ll = est.log_likelihood(X, num_samples=S)
+    return float(np.mean(logsumexp(ll, axis=0) - np.log(S)))
+
+
 def write_fit_outputs(est, folder, data, heldout_rows=None, extra_metrics=None,
                       num_draws: int = 100) -> Path:
     """Write everything ``pyro-sparse fit`` leaves in its output folder into ``folder``.
@@ -179,7 +188,7 @@ def write_fit_outputs(est, folder, data, heldout_rows=None, extra_metrics=None,
         metrics["heldout"] = dict(
             n_rows=int(len(heldout_rows)),
             elbo_per_row=float(est.score(Xh)),
-            loglik_per_row=float(est.log_likelihood(Xh, num_samples=1).mean()),
+            loglik_per_row=_heldout_lppd(est, Xh),
             mse=float(np.mean((R[obs] - Xd[obs]) ** 2)))
         write_csv(folder / "heldout.csv", np.asarray(heldout_rows)[:, None],
                   [samples[i] for i in heldout_rows], ["row"], "sample")
@@ -264,9 +273,6 @@ def cmd_fit(a) -> int:
                      else "no checkpoint was written (use --checkpoint-every)")
             raise Diverged(f"training stopped: {e}; {where}; no results were written") \
                 from None
-        except ValueError:
-            keep_work = ck.is_file()
-            raise
         seconds = time.perf_counter() - t0
         results = work / "results"
         if results.exists():
@@ -275,8 +281,8 @@ def cmd_fit(a) -> int:
         write_fit_outputs(est, results, data, heldout,
                           dict(data=str(a.data), seconds=round(seconds, 3), device=str(device)))
         _replace_dir(results, out)
-    except KeyboardInterrupt:
-        keep_work = ck.is_file()
+    except BaseException:
+        keep_work = ck.is_file()  # an error or a kill after a checkpoint keeps the checkpoint
         raise
     finally:
         if not keep_work:

@@ -272,16 +272,17 @@ def _read_table(path: Path, sep: str) -> DataFile:
     df.columns = names
     ids = None
     first = df.iloc[:, 0]
-    if df.shape[1] > 1 and not pd.api.types.is_numeric_dtype(first.dtype) \
-            and not first.isna().any():
-        text = first.astype(str).str.strip()
-        if pd.to_numeric(text, errors="coerce").isna().all():
-            ids = list(text)  # a first column without a single number: sample ids
-            if len(set(ids)) != len(ids):
-                dup = text[text.duplicated()].iloc[0]
-                raise ValueError(f"{path}: sample id {dup!r} in column 0 ({names[0]!r}) "
-                                 "appears more than once")
-            df, names = df.iloc[:, 1:], names[1:]
+    text = first.astype(str).str.strip()
+    unnamed = names[0] == ""  # how pandas writes an index: an empty header cell
+    if df.shape[1] > 1 and not first.isna().any() and (
+            unnamed or (not pd.api.types.is_numeric_dtype(first.dtype)
+                        and pd.to_numeric(text, errors="coerce").isna().all())):
+        ids = list(text)  # sample ids: an unnamed first column, or one without numbers
+        if len(set(ids)) != len(ids):
+            dup = text[text.duplicated()].iloc[0]
+            raise ValueError(f"{path}: sample id {dup!r} in column 0 ({names[0]!r}) "
+                             "appears more than once")
+        df, names = df.iloc[:, 1:], names[1:]
     values = np.empty(df.shape, dtype=np.float64)
     for j in range(df.shape[1]):
         col = df.iloc[:, j]
@@ -306,8 +307,9 @@ def _read_table(path: Path, sep: str) -> DataFile:
 def read_data(path, layer: str | None = None) -> DataFile:
     """Read a data matrix from ``.csv``, ``.tsv`` / ``.txt`` (tab), ``.npy``, ``.npz``, ``.h5ad``.
 
-    Text files need a header row of feature names; a first column without a single number
-    (sample ids) becomes the index. Empty cells and ``NA`` / ``NaN`` are missing values.
+    Text files need a header row of feature names; a first column without a single number,
+    or with an empty header cell (how pandas writes an index), holds sample ids. Empty cells
+    and ``NA`` / ``NaN`` are missing values.
     ``.npz`` files hold the matrix under the key ``X`` (optionally ``feature_names`` and
     ``sample_ids``); ``.h5ad`` needs the ``anndata`` extra and keeps sparse matrices sparse.
 

@@ -44,6 +44,16 @@ def test_bad_text_files_name_the_problem(tmp_path, text, match):
         read_data(p)
 
 
+def test_unnamed_first_column_is_the_index(tmp_path):
+    import pandas as pd
+
+    X = np.arange(6.0).reshape(3, 2)
+    pd.DataFrame(X, columns=["a", "b"]).to_csv(tmp_path / "p.csv")  # writes ",a,b" + 0,1,2
+    d = read_data(tmp_path / "p.csv")
+    assert d.feature_names == ["a", "b"] and d.sample_ids == ["0", "1", "2"]
+    np.testing.assert_array_equal(d.X, X)
+
+
 def test_quoted_names_crlf_and_blank_lines(tmp_path):
     p = tmp_path / "q.csv"
     p.write_bytes(b'cell,"gene, one",g2\r\nc1,1,NA\r\n\r\nc2,3,4\r\n')

@@ -48,6 +48,8 @@ VARIANTS = {
     "SparseVAE-meanfield": ("SparseVAE", {"w_guide": "meanfield"}),
     "SparseVAE-meanfield-b50": ("SparseVAE", {"w_guide": "meanfield", "b": 50.0}),
     "SparseVAE-lowrank-b50": ("SparseVAE", {"w_guide": "lowrank", "b": 50.0}),
+    "SparseVAE-b50-anneal": ("SparseVAE", {"b": 50.0, "spike_anneal": 0.5}),
+    "SparseVAE-b50-restarts3": ("SparseVAE", {"b": 50.0, "n_restarts": 3}),
 }
 DEFAULT_VARIANTS = ["SparseVAE", "SparseVAE-Slab", "VAE", "beta-VAE(2)", "beta-VAE(4)"]
 

@@ -41,30 +41,25 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --------------------------------------------------------------------------- helpers
-def _positive_int(name):
+def _int_at_least(name, low: int):
     def conv(text):
         try:
             v = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") \
                 from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {v}")
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {low}, got {v}")
         return v
     return conv
+
+
+def _positive_int(name):
+    return _int_at_least(name, 1)
 
 
 def _nonneg_int(name):
-    def conv(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") \
-                from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {v}")
-        return v
-    return conv
+    return _int_at_least(name, 0)
 
 
 def _positive_float(name):
@@ -299,13 +294,12 @@ def _transform_like(a, what: str) -> int:
     _check_out_file(out, a.overwrite)
     est = _load(a.model_dir)
     data = read_data(a.data, layer=a.layer)
-    X = data
     samples = _names("sample", data.X.shape[0], data.sample_ids)
     if what == "transform":
-        values = est.transform(X)
+        values = est.transform(data)
         cols = [f"factor_{k}" for k in range(values.shape[1])]
     else:
-        values = est.reconstruct(X)
+        values = est.reconstruct(data)
         cols = _names("feature", values.shape[1],
                       est.feature_names_in_ or data.feature_names)
     write_csv(out, values, samples, cols, "sample")

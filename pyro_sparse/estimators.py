@@ -31,7 +31,6 @@ from .infer import (
 from .io import (
     as_data_matrix,
     column_stats,
-    constant_columns,
     load_model_folder,
     save_model_folder,
 )
@@ -104,17 +103,18 @@ class _Estimator:
     _param_names: tuple = ()
 
     # ------------------------------------------------------------------ building
-    def _model_config(self, x_ng: np.ndarray) -> dict:
+    def _model_config(self, x_ng, col_sd_g=None) -> dict:
         raise NotImplementedError
 
     def _make_model(self, cfg: dict):
         raise NotImplementedError
 
-    def _sigma_prior_params(self, x_ng):
+    def _sigma_prior_params(self, x_ng, col_sd_g=None):
         # the noise prior is calibrated on the data's column sds (normal likelihood only)
         if self.likelihood != "normal":
             return None
-        return list(calibrate_sigma_prior(column_stats(x_ng)[1]))
+        return list(calibrate_sigma_prior(column_stats(x_ng)[1] if col_sd_g is None
+                                          else col_sd_g))
 
     def _w_guide(self) -> str:
         return "map"
@@ -221,11 +221,12 @@ class _Estimator:
             raise ValueError("checkpoints need n_restarts=1 (fit restarts one by one instead)")
         dev = resolve_device(device)
         arr, names = self._prepare(X, fitted=False, layer=layer)
-        self._warn_about(arr, names, batch_size)
-        cfg = self._model_config(arr)
-        x_ng = as_rows(arr, dev)
         col_mean, col_sd = column_stats(arr)
-        run_id = self._run_id(arr, dict(batch_size=batch_size, lr=lr, seed=int(seed)))
+        self._warn_about(arr, names, batch_size, col_sd)
+        cfg = self._model_config(arr, col_sd)
+        x_ng = as_rows(arr, dev)
+        run_id = None if checkpoint is None else \
+            self._run_id(arr, dict(batch_size=batch_size, lr=lr, seed=int(seed)))
         resume_state = None
         if resume:
             tensors, info = read_checkpoint(checkpoint)
@@ -275,8 +276,8 @@ class _Estimator:
     def _schedule(self, model, guide):
         return None
 
-    def _warn_about(self, arr, names, batch_size):
-        const = constant_columns(arr)
+    def _warn_about(self, arr, names, batch_size, col_sd_g):
+        const = np.flatnonzero(col_sd_g == 0)
         if len(const):
             shown = ", ".join(repr(names[c]) if names else str(c) for c in const[:5])
             warnings.warn(f"{len(const)} constant column(s) carry no information: {shown}",
@@ -313,7 +314,8 @@ class _Estimator:
 
     def _obs_params(self) -> dict:
         # the non-latent parameters of the likelihood: sigma (normal), theta (negbin)
-        sigma = self.guide_.globals_guide.point_estimates().get("sigma")
+        gg = self.guide_.globals_guide
+        sigma = gg.sigma_g1.detach().squeeze(-1) if self.likelihood == "normal" else None
         log_theta = getattr(self.model_, "log_theta_g", None)
         theta = None if log_theta is None else log_theta.detach().exp()
         return dict(sigma_g=sigma, theta_g=theta)
@@ -378,11 +380,8 @@ class _Estimator:
                 z = self.guide_.local_guide.encode(xb)[0]
                 x0, mask = split_missing(xb)
                 out.append(mean_from_output(self.likelihood, self._decode(z), x0, mask,
-                                            self._library()).cpu())
+                                            self.library).cpu())
         return torch.cat(out).numpy()
-
-    def _library(self) -> str:
-        return self.library
 
     def decode(self, Z) -> np.ndarray:
         """Decoder mean for given factor values ``Z`` (N, K), shape (N, G).
@@ -395,7 +394,7 @@ class _Estimator:
             raise ValueError(f"Z must have shape (N, {self.n_factors}), got {tuple(z.shape)}")
         with torch.no_grad(), _local_params():
             return mean_from_output(self.likelihood, self._decode(z),
-                                    library=self._library()).cpu().numpy()
+                                    library=self.library).cpu().numpy()
 
     def score(self, X, batch_size: int = 1024) -> float:
         """Monte Carlo ELBO per row of ``X`` (higher is better)."""
@@ -511,7 +510,7 @@ class _Estimator:
                     W = None if W_s is None else W_s[s]
                     out = self._decode(z.reshape(-1, z.shape[-1]), W).reshape(x_lbg.shape)
                     lx = observation_dist(self.likelihood, out, x_lbg, mask_bg=m_lbg,
-                                          library=self._library(),
+                                          library=self.library,
                                           **obs_params).log_prob(x_lbg)
                     rows.append(torch.logsumexp(lx + lw, 0) - math.log(L))
                 chunks.append(torch.stack(rows).expand(num_samples, -1).cpu())
@@ -551,7 +550,7 @@ class _Estimator:
                 for s in range(S):
                     W = None if W_s is None else W_s[s]
                     obs = observation_dist(self.likelihood, self._decode(z[s], W), x0,
-                                           mask_bg=mask, library=self._library(), **obs_params)
+                                           mask_bg=mask, library=self.library, **obs_params)
                     reps.append(_sample_with(obs, gen))
                 chunks.append(torch.stack(reps).cpu())
         return torch.cat(chunks, 1).numpy()
@@ -715,10 +714,10 @@ class SparseVAE(_Estimator):
 
         return on_step
 
-    def _model_config(self, x_ng):
+    def _model_config(self, x_ng, col_sd_g=None):
         return dict(n_features=int(x_ng.shape[1]), n_factors=self.n_factors,
                     hidden_dim=self.hidden_dim, likelihood=self.likelihood,
-                    sigma_prior_params=self._sigma_prior_params(x_ng),
+                    sigma_prior_params=self._sigma_prior_params(x_ng, col_sd_g),
                     lambda0=self.lambda0, lambda1=self.lambda1, a=self.a, b=self.b,
                     marginalize=self.marginalize,
                     pstar=self.pstar, factor_correlation=self.factor_correlation,
@@ -792,10 +791,11 @@ class VAE(_Estimator):
         self.warmup = _check_fraction(warmup, "warmup")
         self.n_restarts = check_positive_int(n_restarts, "n_restarts")
 
-    def _model_config(self, x_ng):
+    def _model_config(self, x_ng, col_sd_g=None):
         return dict(n_features=int(x_ng.shape[1]), n_factors=self.n_factors,
                     hidden_dim=self.hidden_dim, likelihood=self.likelihood, beta=self.beta,
-                    sigma_prior_params=self._sigma_prior_params(x_ng), library=self.library)
+                    sigma_prior_params=self._sigma_prior_params(x_ng, col_sd_g),
+                    library=self.library)
 
     def _make_model(self, cfg):
         return VAEModel(**cfg)

@@ -18,7 +18,6 @@ import torch
 __all__ = [
     "as_data_matrix",
     "column_stats",
-    "constant_columns",
     "DataFile",
     "read_data",
     "write_csv",
@@ -154,11 +153,6 @@ def column_stats(x_ng) -> tuple[np.ndarray, np.ndarray]:
         return np.nanmean(x_ng, 0), np.nanstd(x_ng, 0)
 
 
-def constant_columns(x_ng) -> np.ndarray:
-    """Indices of the columns whose observed values are all equal."""
-    return np.flatnonzero(column_stats(x_ng)[1] == 0)
-
-
 # --------------------------------------------------------------------------- files
 @dataclass
 class DataFile:
@@ -243,9 +237,11 @@ def _first_non_numeric(col):
 
     text = col.astype(str).str.strip()
     na = col.isna() | text.isin(_NA)
-    bad = pd.to_numeric(text.where(~na), errors="coerce").isna() & ~na
-    return (int(np.argmax(bad.to_numpy())), text.iloc[int(np.argmax(bad.to_numpy()))]) \
-        if bad.any() else None
+    bad = (pd.to_numeric(text.where(~na), errors="coerce").isna() & ~na).to_numpy()
+    if not bad.any():
+        return None
+    r = int(np.argmax(bad))
+    return r, text.iloc[r]
 
 
 def _read_table(path: Path, sep: str) -> DataFile:

@@ -50,6 +50,10 @@ VARIANTS = {
     "SparseVAE-lowrank-b50": ("SparseVAE", {"w_guide": "lowrank", "b": 50.0}),
     "SparseVAE-b50-anneal": ("SparseVAE", {"b": 50.0, "spike_anneal": 0.5}),
     "SparseVAE-b50-restarts3": ("SparseVAE", {"b": 50.0, "n_restarts": 3}),
+    # support refinement on held-out rows (20% of the training half)
+    "SparseVAE-refine": ("SparseVAE", {"refine_support": True}),
+    "SparseVAE-corr-refine": ("SparseVAE", {"refine_support": True,
+                                            "factor_correlation": True}),
 }
 DEFAULT_VARIANTS = ["SparseVAE", "SparseVAE-Slab", "VAE", "beta-VAE(2)", "beta-VAE(4)"]
 

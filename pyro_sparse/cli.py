@@ -187,6 +187,8 @@ def write_fit_outputs(est, folder, data, heldout_rows=None, extra_metrics=None,
             mse=float(np.mean((R[obs] - Xd[obs]) ** 2)))
         write_csv(folder / "heldout.csv", np.asarray(heldout_rows)[:, None],
                   [samples[i] for i in heldout_rows], ["row"], "sample")
+    if getattr(est, "refinement_", None):
+        metrics["refinement"] = est.refinement_
     metrics.update(extra_metrics or {})
     if hasattr(est, "loadings_"):
         write_csv(folder / "loadings.csv", est.loadings_, features, factors, "feature")
@@ -215,7 +217,8 @@ def _make_estimator(a):
     if a.model == "vae":
         return VAE(n_factors=a.factors, likelihood=a.likelihood, hidden_dim=a.hidden)
     return SparseVAE(n_factors=a.factors, likelihood=a.likelihood, hidden_dim=a.hidden,
-                     lambda0=a.lambda0, lambda1=a.lambda1, w_guide=a.w_guide)
+                     lambda0=a.lambda0, lambda1=a.lambda1, w_guide=a.w_guide,
+                     refine_support=a.refine_support)
 
 
 def cmd_fit(a) -> int:
@@ -230,6 +233,9 @@ def cmd_fit(a) -> int:
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
     if not out.parent.exists():
         raise UsageError(f"{out.parent}: no such folder for --out")
+    if a.refine_support and (a.model == "vae" or a.checkpoint_every or a.resume):
+        raise UsageError("--refine-support needs --model sparse and does not combine with "
+                         "--checkpoint-every or --resume")
     if a.resume and not ck.is_file():
         raise UsageError(f"--resume: no checkpoint at {ck} (an interrupted fit with "
                          "--checkpoint-every leaves one)")
@@ -385,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--lambda0", type=_positive_float("--lambda0"), default=10.0, metavar="L0")
     f.add_argument("--lambda1", type=_positive_float("--lambda1"), default=1.0, metavar="L1")
     f.add_argument("--w-guide", choices=("map", "meanfield", "lowrank"), default="map")
+    f.add_argument("--refine-support", action="store_true",
+                   help="hold out 20%% of the rows and prune loadings that do not help them "
+                        "(SparseVAE refine_support; up to 4x the fitting time)")
     f.add_argument("--seed", type=_nonneg_int("--seed"), default=0, metavar="S")
     f.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     f.add_argument("--heldout", type=_fraction, default=0.0, metavar="FRACTION",

@@ -152,6 +152,9 @@ BAD = {
                              "feature names differ"),
     "feature count differs": (["transform", "fitted", "narrow.csv", "--out", "bad_out.csv"],
                               "has 5 features .* fitted on 7"),
+    "refine with checkpoints": (["fit", "data.csv", "--factors", 2, "--out", "o",
+                                 "--refine-support", "--checkpoint-every", 1],
+                                "--refine-support needs --model sparse and does not combine"),
     "heldout out of range": (["fit", "data.csv", "--factors", 2, "--out", "o", "--heldout",
                               "1.5"], "--heldout is a fraction"),
 }
@@ -191,6 +194,16 @@ def test_bad_input_one_line_exit_2_nothing_written(bad_files, case):
     after = sorted(p.name for p in bad_files.iterdir())
     assert after == before  # no DIR, no hidden partial folder, no output file
     assert not (bad_files / "PWNED").exists()  # the pickle was never loaded
+
+
+def test_refine_support_flag(work):
+    r = run("fit", "data.csv", "--factors", 2, "--out", "refined", "--epochs", 4,
+            "--refine-support", "--no-progress", cwd=work)
+    assert r.returncode == 0, r.stderr
+    W = pd.read_csv(work / "refined" / "loadings.csv", index_col=0).to_numpy()
+    assert W.shape == (7, 2) and np.isfinite(W).all()
+    ref = json.loads((work / "refined" / "metrics.json").read_text())["refinement"]
+    assert ref["n_heldout"] == 40 and 0 <= ref["chosen"] < len(ref["support_size"])
 
 
 def test_warnings_not_errors(work):

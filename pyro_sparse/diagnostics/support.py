@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ..distributions.ssl import estimated_support
+
 __all__ = ["match_factors", "support_scores", "estimated_support", "abs_corr", "corr",
            "anchors"]
 
@@ -58,15 +60,6 @@ def match_factors(z_true_nj: np.ndarray, z_hat_nk: np.ndarray) -> np.ndarray:
     match = np.empty(c.shape[1], dtype=int)
     match[cols] = rows
     return match
-
-
-def estimated_support(W_gk, inclusion_gk=None, w_threshold: float = 0.01,
-                      p_threshold: float = 0.5) -> np.ndarray:
-    """Thresholded support ``S_gk = |W_gk| >= w_threshold and p*_gk >= p_threshold``."""
-    S = np.abs(np.asarray(W_gk)) >= w_threshold
-    if inclusion_gk is not None:
-        S &= np.asarray(inclusion_gk) >= p_threshold
-    return S
 
 
 def support_scores(S_true_gj: np.ndarray, S_hat_gk: np.ndarray, match: np.ndarray) -> dict:

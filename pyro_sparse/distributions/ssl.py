@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
@@ -20,6 +21,7 @@ __all__ = [
     "adaptive_lasso_penalty",
     "SpikeSlabLasso",
     "PSTAR_VARIANTS",
+    "estimated_support",
 ]
 
 PSTAR_VARIANTS = ("standard", "authors")
@@ -186,3 +188,26 @@ class SpikeSlabLasso(TorchDistribution):
     def inclusion_prob(self, value):
         """p* of ``value`` under this prior (see :func:`inclusion_prob`)."""
         return inclusion_prob(value, self.eta, self.lambda0, self.lambda1, self.variant)
+
+
+def estimated_support(W_gk, inclusion_gk=None, w_threshold: float = 0.01,
+                      p_threshold: float = 0.5) -> np.ndarray:
+    """Thresholded support ``S_gk = |W_gk| >= w_threshold and p*_gk >= p_threshold``.
+
+    Parameters
+    ----------
+    W_gk : array-like, shape (G, K)
+        Loadings.
+    inclusion_gk : array-like, shape (G, K), optional
+        Inclusion probabilities p*; without them only ``|W|`` is thresholded.
+    w_threshold, p_threshold : float
+        The rule of the paper's code: 0.01 and 0.5.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (G, K)
+    """
+    S = np.abs(np.asarray(W_gk)) >= w_threshold
+    if inclusion_gk is not None:
+        S &= np.asarray(inclusion_gk) >= p_threshold
+    return S

@@ -135,21 +135,40 @@ class MAPGlobalGuide(_GlobalGuideBase):
         super().__init__(model)
         if self.has_W:
             self.W_gk = nn.Parameter(init_scale * torch.randn(model.n_features, model.n_factors))
+            # entries outside the allowed support are held at exactly 0 (see restrict_support)
+            self.register_buffer("support_mask_gk", torch.ones(model.n_features,
+                                                               model.n_factors),
+                                 persistent=False)
+
+    def restrict_support(self, mask_gk) -> None:
+        """Hold W at exactly 0 outside ``mask_gk`` from now on (the entries get no gradient).
+
+        Parameters
+        ----------
+        mask_gk : array-like of bool, shape (G, K)
+            True where W_gk may be non-zero.
+        """
+        m = torch.as_tensor(mask_gk, dtype=self.W_gk.dtype, device=self.W_gk.device)
+        if m.shape != self.W_gk.shape:
+            raise ValueError(f"mask has shape {tuple(m.shape)}, W has {tuple(self.W_gk.shape)}")
+        with torch.no_grad():
+            self.support_mask_gk.copy_(m)
+            self.W_gk.mul_(m)
 
     def _W_point(self):
-        return self.W_gk
+        return self.W_gk * self.support_mask_gk
 
     def _sample_W(self):
-        pyro.sample("W", dist.Delta(self.W_gk))
+        pyro.sample("W", dist.Delta(self._W_point()))
 
     def inclusion_probs(self) -> torch.Tensor:
         """p*_gk at the MAP loadings."""
-        return inclusion_prob(self.W_gk.detach(), self.eta_k, self.lambda0, self.lambda1,
+        return inclusion_prob(self._W_point().detach(), self.eta_k, self.lambda0, self.lambda1,
                               self.pstar)
 
     def sample_W(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draws of W: a point mass, repeated (shape (S, G, K); ``generator`` is unused)."""
-        W = self.W_gk.detach()
+        W = self._W_point().detach()
         return W.expand(num_samples, *W.shape).clone()
 
 

@@ -1,7 +1,9 @@
-"""Inference: the minibatch SVI loop, warm-up schedules, checkpoints, data rows, devices."""
+"""Inference: the minibatch SVI loop, warm-up schedules, checkpoints, data rows, devices, and
+support refinement on held-out rows."""
 
 from .checkpoint import read_checkpoint, write_checkpoint
 from .data import SparseRows, as_rows, row_batches
+from .refine import REFINE_THRESHOLDS, candidate_supports, effect_share, one_se_choice
 from .svi import fit_svi, full_data_loss, make_elbo, resolve_device, warmup_weight
 
 __all__ = [
@@ -15,4 +17,8 @@ __all__ = [
     "row_batches",
     "read_checkpoint",
     "write_checkpoint",
+    "effect_share",
+    "candidate_supports",
+    "one_se_choice",
+    "REFINE_THRESHOLDS",
 ]

@@ -231,9 +231,9 @@ def test_recovers_true_support_on_paper_synthetic(paper_fit):
     assert scores["f1"] > 0.75, (scores, m.inclusion_probs_.round(2))
 
 
-@pytest.mark.xfail(strict=True, reason="issue #3's target F1 >= 0.9 at rho=0.4 is not met "
-                   "yet: with independent factors the ELBO prefers a rotated solution in "
-                   "which z2's anchors also load on z1 (benchmarks/results/synthetic_study.md)")
+@pytest.mark.xfail(strict=True, reason="with the default settings issue #3's target F1 >= "
+                   "0.9 at rho=0.4 is not met: the training ELBO keeps loadings that only fit "
+                   "the training rows; refine_support=True reaches it (test above)")
 def test_support_f1_target_at_rho_04(paper_fit):
     assert paper_fit[3]["f1"] >= 0.9
 

@@ -31,23 +31,15 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from _common import imputation_scores, setup_worker
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = {"G=18": (5, 3), "G=100": (30, 10)}  # anchors per factor, shared features
 
 
-def _setup():
-    import warnings
-
-    import torch
-
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
-
-
 def run_library(args):
     rep, library, epochs, shape = args
-    _setup()
+    setup_worker()
     import pyro_sparse as ps
     from pyro_sparse.diagnostics import estimated_support, match_factors, support_scores
 
@@ -70,7 +62,7 @@ def run_library(args):
 
 def run_impute(args):
     rep, dataset, epochs = args
-    _setup()
+    setup_worker()
     import pyro_sparse as ps
 
     if dataset == "paper synthetic (normal)":
@@ -82,24 +74,10 @@ def run_impute(args):
     rng = np.random.default_rng(100 + rep)
     hole = rng.random(X.shape) < 0.10
     hole[hole.all(1)] = False
-    Xh = np.where(hole, np.nan, X)
-    truth = X[hole]
-    rows = []
-
-    def record(method, filled, seconds):
-        err = filled[hole] - truth
-        rows.append(dict(part="impute", rep=rep, dataset=dataset, method=method,
-                         rmse=float(np.sqrt(np.mean(err ** 2))),
-                         mae=float(np.mean(np.abs(err))), seconds=seconds))
-
-    col_mean = np.nanmean(Xh, 0)
-    record("column mean", np.broadcast_to(col_mean, X.shape), 0.0)
-    for name, est in (("SparseVAE", ps.SparseVAE(n_factors=5, likelihood=lik, hidden_dim=32)),
-                      ("VAE", ps.VAE(n_factors=5, likelihood=lik, hidden_dim=32))):
-        t0 = time.perf_counter()
-        est.fit(Xh, epochs=epochs, seed=rep, progress=False, **kw)
-        record(name, est.reconstruct(Xh), time.perf_counter() - t0)
-    return rows
+    est = [("SparseVAE", ps.SparseVAE(n_factors=5, likelihood=lik, hidden_dim=32)),
+           ("VAE", ps.VAE(n_factors=5, likelihood=lik, hidden_dim=32))]
+    return [dict(part="impute", rep=rep, dataset=dataset, **r)
+            for r in imputation_scores(X, hole, est, epochs=epochs, seed=rep, **kw)]
 
 
 def main(argv=None):

@@ -30,18 +30,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from _common import imputation_scores, setup_worker
 
 RESULTS = Path(__file__).resolve().parent / "results"
 K = 10
-
-
-def _setup():
-    import warnings
-
-    import torch
-
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
 
 
 def _lognorm(C, totals, scale):
@@ -49,7 +41,7 @@ def _lognorm(C, totals, scale):
 
 
 def factor_models(epochs, seed=0):
-    _setup()
+    setup_worker()
     from sklearn.decomposition import NMF, FactorAnalysis
 
     import pyro_sparse as ps
@@ -111,28 +103,15 @@ def factor_models(epochs, seed=0):
 
 def imputation(args):
     epochs, seed = args
-    _setup()
+    setup_worker()
     import pyro_sparse as ps
 
     a = ps.datasets.pbmc68k_counts()
     C = a.X.toarray().astype(np.float64)
-    rng = np.random.default_rng(100 + seed)
-    hole = rng.random(C.shape) < 0.10
-    Ch = np.where(hole, np.nan, C)
-    out = []
-
-    def rec(name, filled, s):
-        err = filled[hole] - C[hole]
-        out.append(dict(method=name, rmse=float(np.sqrt(np.mean(err ** 2))),
-                        mae=float(np.mean(np.abs(err))), seconds=s))
-
-    rec("column mean", np.broadcast_to(np.nanmean(Ch, 0), C.shape), 0.0)
-    for name, est in (("SparseVAE", ps.SparseVAE(n_factors=K, likelihood="negbin")),
-                      ("VAE", ps.VAE(n_factors=K, likelihood="negbin"))):
-        t0 = time.perf_counter()
-        est.fit(Ch, epochs=epochs, lr=5e-3, seed=seed, progress=False)
-        rec(name, est.reconstruct(Ch), time.perf_counter() - t0)
-    return out
+    hole = np.random.default_rng(100 + seed).random(C.shape) < 0.10
+    est = [("SparseVAE", ps.SparseVAE(n_factors=K, likelihood="negbin")),
+           ("VAE", ps.VAE(n_factors=K, likelihood="negbin"))]
+    return imputation_scores(C, hole, est, epochs=epochs, lr=5e-3, seed=seed)
 
 
 def main(argv=None):

@@ -273,8 +273,9 @@ class _Estimator:
         self.n_features_in_ = arr.shape[1]
         self.feature_names_in_ = names
         self.device_ = dev
+        # n_rows: the rows loss_history_ was computed on (without the refinement hold-out)
         self.fit_info_ = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=int(seed),
-                              chosen_restart_seed=s, n_rows=int(arr.shape[0]))
+                              chosen_restart_seed=s, n_rows=int(fit_arr.shape[0]))
         self._set_fitted_attributes()
         if heldout_arr is not None:
             self._refine(arr, fit_arr, heldout_arr, epochs, batch_size, lr, int(seed), progress)

@@ -39,7 +39,11 @@ bench-speed: $(VENV)/.test
 	$(BIN)/python benchmarks/speed.py
 
 bench-calibration: $(VENV)/.test
-	$(BIN)/python benchmarks/calibration.py --reps 6 --jobs 2 --guides meanfield lowrank
+	$(BIN)/python benchmarks/calibration.py --reps 10 --guides meanfield lowrank --no-rescale --name calib_norescale
+	$(BIN)/python benchmarks/calibration.py --reps 10 --guides meanfield lowrank --name calib_rescale
+	$(BIN)/python benchmarks/calibration.py --reps 10 --guides meanfield lowrank --restarts 2 --name calib_r2
+	$(BIN)/python benchmarks/calibration.py --reps 10 --guides meanfield lowrank --restarts 2 --init random --name calib_r2_random
+	$(BIN)/python benchmarks/calibration.py --render benchmarks/results/calib_norescale.csv benchmarks/results/calib_rescale.csv benchmarks/results/calib_r2.csv benchmarks/results/calib_r2_random.csv --name calibration
 
 bench-identifiability: $(VENV)/.test
 	$(BIN)/python benchmarks/identifiability.py --reps 3 --jobs 2

@@ -28,6 +28,7 @@ from .infer import (
     full_data_loss,
     one_se_choice,
     read_checkpoint,
+    rescale_factors,
     resolve_device,
     row_batches,
     write_checkpoint,
@@ -97,8 +98,12 @@ def _module_tensors(model, guide) -> dict:
 def _load_state(model, guide, tensors: dict) -> None:
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
                           strict=True)
-    guide.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("guide.")},
-                          strict=True)
+    g_state = {k[6:]: v for k, v in tensors.items() if k.startswith("guide.")}
+    key = "globals_guide.log_scale_sd_k"
+    if key in guide.state_dict() and key not in g_state:
+        # folders written before the scale-symmetry step: no spread recorded
+        g_state[key] = torch.zeros_like(guide.state_dict()[key])
+    guide.load_state_dict(g_state, strict=True)
 
 
 class _Estimator:
@@ -263,10 +268,11 @@ class _Estimator:
                                desc=f"{type(self).__name__} restart {r + 1}/{self.n_restarts}"
                                if self.n_restarts > 1 else type(self).__name__,
                                resume_state=resume_state, on_epoch_end=save)
+                post = self._after_fit(model, guide, x_ng)
                 final = full_data_loss(model, guide, x_ng) if self.n_restarts > 1 else hist[-1]
             if best is None or final < best[0]:
-                best = (final, model, guide, hist, s)
-        _, model, guide, hist, s = best
+                best = (final, model, guide, hist, s, post)
+        _, model, guide, hist, s, post = best
         self.model_, self.guide_ = model.eval(), guide.eval()
         self.model_config_ = cfg
         self.loss_history_ = np.asarray(hist, dtype=float)
@@ -275,7 +281,7 @@ class _Estimator:
         self.device_ = dev
         # n_rows: the rows loss_history_ was computed on (without the refinement hold-out)
         self.fit_info_ = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=int(seed),
-                              chosen_restart_seed=s, n_rows=int(fit_arr.shape[0]))
+                              chosen_restart_seed=s, n_rows=int(fit_arr.shape[0]), **post)
         self._set_fitted_attributes()
         if heldout_arr is not None:
             self._refine(arr, fit_arr, heldout_arr, epochs, batch_size, lr, int(seed), progress)
@@ -287,6 +293,10 @@ class _Estimator:
 
     def _schedule(self, model, guide):
         return None
+
+    def _after_fit(self, model, guide, x_ng) -> dict:
+        # a post-processing step of each restart's fit; returns entries for fit_info_
+        return {}
 
     def _warn_about(self, arr, names, batch_size, col_sd_g):
         const = np.flatnonzero(col_sd_g == 0)
@@ -684,6 +694,11 @@ class SparseVAE(_Estimator):
         Noise sd per feature (normal likelihood).
     dispersion_ : numpy.ndarray, shape (G,) or None
         Negative-binomial inverse dispersion theta per feature (variance mu + mu^2/theta).
+    loadings_sd_ : numpy.ndarray, shape (G, K)
+        Variational guides only: posterior sd of W, including the spread along each
+        factor's scale symmetry with z (see :mod:`pyro_sparse.infer.scale_symmetry`: after
+        fitting, ``fit`` moves every factor to the ELBO's optimum along that symmetry and
+        records the spread in ``fit_info_["factor_log_scale_sd"]``).
     loss_history_ : numpy.ndarray, shape (epochs,)
         Mean minibatch negative ELBO per epoch (of the first fit, before any refinement).
     refinement_ : dict
@@ -800,6 +815,15 @@ class SparseVAE(_Estimator):
 
         return on_step
 
+    def _after_fit(self, model, guide, x_ng):
+        # variational W guides: move to the ELBO's optimum along each factor's scale symmetry
+        # and record the posterior spread along it (pyro_sparse.infer.scale_symmetry)
+        if self.w_guide == "map" or self.factor_correlation:
+            return {}
+        out = rescale_factors(model, guide, x_ng)
+        return {"factor_scale_step": out["scale"].tolist(),
+                "factor_log_scale_sd": out["log_scale_sd"].tolist()}
+
     def _model_config(self, x_ng, col_sd_g=None):
         return dict(n_features=int(x_ng.shape[1]), n_factors=self.n_factors,
                     hidden_dim=self.hidden_dim, likelihood=self.likelihood,
@@ -818,7 +842,7 @@ class SparseVAE(_Estimator):
         self.inclusion_probs_ = est["inclusion"].cpu().numpy()
         self.eta_ = est["eta"].cpu().numpy()
         if self.w_guide != "map":
-            self.loadings_sd_ = self.guide_.globals_guide.W_scale_gk.detach().cpu().numpy()
+            self.loadings_sd_ = self.guide_.globals_guide.marginal_sd().cpu().numpy()
         return est
 
     @property

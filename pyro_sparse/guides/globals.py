@@ -158,6 +158,11 @@ class MAPGlobalGuide(_GlobalGuideBase):
     def _W_point(self):
         return self.W_gk * self.support_mask_gk
 
+    def scale_columns(self, c_k) -> None:
+        """Multiply column k of W by ``c_k[k]`` (for :func:`~pyro_sparse.infer.rescale_factors`)."""
+        with torch.no_grad():
+            self.W_gk.mul_(torch.as_tensor(c_k).to(self.W_gk))
+
     def _sample_W(self):
         pyro.sample("W", dist.Delta(self._W_point()))
 
@@ -166,8 +171,9 @@ class MAPGlobalGuide(_GlobalGuideBase):
         return inclusion_prob(self._W_point().detach(), self.eta_k, self.lambda0, self.lambda1,
                               self.pstar)
 
-    def sample_W(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draws of W: a point mass, repeated (shape (S, G, K); ``generator`` is unused)."""
+    def sample_W(self, num_samples: int, generator: torch.Generator | None = None,
+                 symmetry_spread: bool = True) -> torch.Tensor:
+        """Draws of W: a point mass, repeated (shape (S, G, K); the other arguments are unused)."""
         W = self._W_point().detach()
         return W.expand(num_samples, *W.shape).clone()
 
@@ -195,6 +201,9 @@ class MeanFieldGlobalGuide(_GlobalGuideBase):
         G, K = model.n_features, model.n_factors
         self.W_loc_gk = nn.Parameter(init_scale * torch.randn(G, K))
         self.W_logsd_gk = nn.Parameter(torch.full((G, K), float(torch.tensor(init_sd).log())))
+        # posterior sd of each column's log scale along the z-W symmetry (set after fitting
+        # by pyro_sparse.infer.rescale_factors; 0 until then)
+        self.register_buffer("log_scale_sd_k", torch.zeros(K))
 
     @property
     def W_scale_gk(self) -> torch.Tensor:
@@ -207,13 +216,46 @@ class MeanFieldGlobalGuide(_GlobalGuideBase):
     def _sample_W(self):
         pyro.sample("W", dist.Normal(self.W_loc_gk, self.W_scale_gk))
 
-    def sample_W(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draws of W from q, shape (S, G, K); ``generator`` makes them reproducible."""
+    def scale_columns(self, c_k) -> None:
+        """Multiply column k of W's posterior (means and sds) by ``c_k[k]``."""
         with torch.no_grad():
-            loc, scale = self.W_loc_gk, self.W_scale_gk
-            eps = torch.randn((num_samples, *loc.shape), generator=generator, device=loc.device,
-                              dtype=loc.dtype)
-            return loc + scale * eps
+            c = torch.as_tensor(c_k).to(self.W_loc_gk)
+            self.W_loc_gk.mul_(c)
+            self.W_logsd_gk.add_(c.log())
+
+    def marginal_sd(self) -> torch.Tensor:
+        """sd of each entry under :meth:`sample_W` (symmetry spread included), shape (G, K).
+
+        For ``W = a exp(sd_k e)`` with ``a ~ q`` and ``e ~ N(0, 1)`` independent:
+        ``Var W = (m^2 + s^2) exp(2 sd_k^2) - m^2 exp(sd_k^2)``.
+        """
+        with torch.no_grad():
+            m, s = self.W_loc_gk, self.W_scale_gk
+            v = self.log_scale_sd_k ** 2
+            return ((m**2 + s**2) * torch.exp(2 * v) - m**2 * torch.exp(v)).clamp_min(0).sqrt()
+
+    def _draw(self, num_samples, generator=None):
+        loc = self.W_loc_gk
+        eps = torch.randn((num_samples, *loc.shape), generator=generator, device=loc.device,
+                          dtype=loc.dtype)
+        return loc + self.W_scale_gk * eps
+
+    def sample_W(self, num_samples: int, generator: torch.Generator | None = None,
+                 symmetry_spread: bool = True) -> torch.Tensor:
+        """Draws of W from q, shape (S, G, K); ``generator`` makes them reproducible.
+
+        With ``symmetry_spread`` (default), each draw's column k is also multiplied by
+        ``exp(sd_k e)``, e ~ N(0, 1): the posterior spread along the scale symmetry between
+        z_k and W_:k that the factorised guide cannot hold (``sd_k`` is ``log_scale_sd_k``,
+        set by :func:`~pyro_sparse.infer.rescale_factors`; 0 before it runs).
+        """
+        with torch.no_grad():
+            W = self._draw(num_samples, generator)
+            if symmetry_spread and bool((self.log_scale_sd_k > 0).any()):
+                e = torch.randn((num_samples, 1, W.shape[-1]), generator=generator,
+                                device=W.device, dtype=W.dtype)
+                W = W * torch.exp(self.log_scale_sd_k * e)
+            return W
 
     def inclusion_probs(self, num_samples: int = 200) -> torch.Tensor:
         """E_q[p*_gk] by Monte Carlo over ``num_samples`` draws of W."""
@@ -276,7 +318,10 @@ class LowRankGlobalGuide(MeanFieldGlobalGuide):
         log_q = self._q().log_prob(W.reshape(-1))
         pyro.sample("W", dist.Delta(W, log_density=log_q / W.numel()))
 
-    def sample_W(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draws of W from q, shape (S, G, K); ``generator`` makes them reproducible."""
+    def scale_columns(self, c_k) -> None:
+        """Multiply column k of W's posterior (mean, diagonal and low-rank parts) by c_k[k]."""
+        super().scale_columns(c_k)
         with torch.no_grad():
-            return self._draw(num_samples, generator)
+            c = torch.as_tensor(c_k).to(self.W_loc_gk)
+            G, K = self.W_loc_gk.shape
+            self.W_factor_ir.view(G, K, -1).mul_(c[:, None])

@@ -1,9 +1,10 @@
-"""Inference: the minibatch SVI loop, warm-up schedules, checkpoints, data rows, devices, and
-support refinement on held-out rows."""
+"""Inference: the minibatch SVI loop, warm-up schedules, checkpoints, data rows, devices,
+support refinement on held-out rows, and the scale symmetry between factors and loadings."""
 
 from .checkpoint import read_checkpoint, write_checkpoint
 from .data import SparseRows, as_rows, row_batches
 from .refine import REFINE_THRESHOLDS, candidate_supports, effect_share, one_se_choice
+from .scale_symmetry import factor_moments, optimal_log_scales, rescale_factors, scale_objective
 from .svi import fit_svi, full_data_loss, make_elbo, resolve_device, warmup_weight
 
 __all__ = [
@@ -21,4 +22,8 @@ __all__ = [
     "candidate_supports",
     "one_se_choice",
     "REFINE_THRESHOLDS",
+    "rescale_factors",
+    "optimal_log_scales",
+    "scale_objective",
+    "factor_moments",
 ]

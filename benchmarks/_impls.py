@@ -5,6 +5,11 @@
   measure what Pyro's machinery costs.
 - ``authors``: a per-feature Python loop over the shared decoder with the authors' loss
   scaling and two Adam optimisers, written from the reference description of their code.
+- ``authors-full``: the same loop with the per-step overheads of the authors' training script
+  kept: rows fetched one by one from a Dataset as dicts and collated by a DataLoader, the
+  decoder input masked by the row-normalised |W|, p* and eta updated factor by factor in a
+  Python loop, Adam's per-parameter (non-foreach) update with weight decay on the networks,
+  and the loss parts read back with ``.item()`` every step.
 - ``naive``: the straightforward (batch, features, hidden) vectorisation with autograd.
 - ``vae``: pyro_sparse's dense VAE step (same encoder), for the cost ratio.
 """
@@ -123,9 +128,8 @@ class _AuthorsStyleDecoder(nn.Module):
         return torch.cat(cols, 1)
 
 
-def authors_step(shape, x):
-    """Per-feature loop, MSE loss averaged over batch x features, priors / batch size."""
-    from pyro_sparse.distributions import eta_mstep, inclusion_prob
+def _authors_parts(shape, nets_kw=None, w_kw=None):
+    """Encoder, per-feature-loop decoder, W, log sigma, p*, eta and the two Adams."""
     from pyro_sparse.nn import GaussianEncoder
 
     s = SHAPES[shape]
@@ -133,11 +137,18 @@ def authors_step(shape, x):
     enc, dec = GaussianEncoder(G, K, H), _AuthorsStyleDecoder(G, K, H)
     W = nn.Parameter(torch.randn(G, K))
     log_sigma = nn.Parameter(torch.zeros(G))
-    pstar = torch.full((G, K), 0.5)
-    eta = torch.rand(K)
-    opt_nets = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-2)
-    opt_w = torch.optim.Adam([W, log_sigma], lr=1e-2)
-    cat = s["likelihood"] == "categorical"
+    opt_nets = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-2,
+                                **(nets_kw or {}))
+    opt_w = torch.optim.Adam([W, log_sigma], lr=1e-2, **(w_kw or {}))
+    return (G, K, enc, dec, W, log_sigma, torch.full((G, K), 0.5), torch.rand(K), opt_nets,
+            opt_w, s["likelihood"] == "categorical")
+
+
+def authors_step(shape, x):
+    """Per-feature loop, MSE loss averaged over batch x features, priors / batch size."""
+    from pyro_sparse.distributions import eta_mstep, inclusion_prob
+
+    G, K, enc, dec, W, log_sigma, pstar, eta, opt_nets, opt_w, cat = _authors_parts(shape)
 
     def step(idx):
         xb = x[idx]
@@ -161,6 +172,65 @@ def authors_step(shape, x):
         with torch.no_grad():
             pstar.copy_(inclusion_prob(W, eta, 10.0, 1.0, "authors"))
             eta.copy_(eta_mstep(pstar, 1.0, float(G)))
+        return float(loss.detach())
+
+    return step
+
+
+class _RowDataset(torch.utils.data.Dataset):
+    """One dict per row, as the authors' data sets return them."""
+
+    def __init__(self, x):
+        self.x = x.numpy()
+
+    def __len__(self):
+        return self.x.shape[0]
+
+    def __getitem__(self, i):
+        return {"data": torch.tensor(self.x[i], dtype=torch.float)}
+
+
+def authors_full_step(shape, x):
+    """``authors_step`` plus the authors' script's per-step overheads (see module docstring)."""
+    from torch.utils.data import DataLoader
+
+    G, K, enc, dec, W, log_sigma, pstar, eta, opt_nets, opt_w, cat = _authors_parts(
+        shape, dict(weight_decay=1.2e-6, foreach=False), dict(foreach=False))
+    lam0, lam1, a, b = 10.0, 1.0, 1.0, float(G)
+    data = _RowDataset(x)
+
+    def step(idx):
+        # the sampler's indices for this batch, fetched row by row and collated
+        batch = next(iter(DataLoader(data, batch_size=len(idx), sampler=idx.tolist())))
+        xb = batch["data"]
+        B = xb.shape[0]
+        xin = xb / xb.sum(-1, keepdim=True).clamp_min(1) if cat else xb
+        loc, scale = enc(xin)
+        z = loc + scale * torch.randn_like(loc)
+        mask = torch.nn.functional.normalize(W.abs(), p=1, dim=-1)
+        out = dec(z, mask)
+        if cat:
+            rec = -(xb * torch.log_softmax(out, -1)).sum(-1).mean()
+            sig = torch.zeros(())
+        else:
+            rec = 0.5 * (((xb - out) / log_sigma.exp()) ** 2).mean()
+            sig = ((B + 5.0) * log_sigma.sum() + 1.5 * torch.exp(-2 * log_sigma).sum()) / B
+        kl = (0.5 * (loc**2 + scale**2 - 1) - scale.log()).mean()
+        pen = ((lam1 * pstar + lam0 * (1 - pstar)) * W.abs()).sum() / B
+        loss = rec + kl + pen + sig
+        opt_nets.zero_grad()
+        opt_w.zero_grad()
+        loss.backward()
+        opt_nets.step()
+        opt_w.step()
+        with torch.no_grad():
+            for k in range(K):
+                slab = eta[k] * torch.exp(-lam1 * W[:, k].abs())
+                spike = (1 - eta[k]) * torch.exp(-lam0 * W[:, k].abs())
+                pstar[:, k] = slab / (slab + spike)
+                eta[k] = max((pstar[:, k].sum() + a - 1) / (a + b + G - 2), 1e-10)
+        for part in (loss, rec, kl, sig, pen):
+            part.item()
         return float(loss.detach())
 
     return step
@@ -198,6 +268,7 @@ IMPLS = {
     "pyro": lambda shape, x: pyro_step(shape, x),
     "plain": plain_step,
     "authors": authors_step,
+    "authors-full": authors_full_step,
     "naive": naive_step,
     "vae": lambda shape, x: pyro_step(shape, x, vae=True),
 }

@@ -15,6 +15,14 @@ Reported per guide: coverage of the central 50% and 90% credible intervals of W 
 support entries, off-support entries) and the reliability of the inclusion probabilities:
 predicted E_q[p*] in ten bins against the true inclusion frequency.
 
+``--decoder learned`` fits the whole model with ``SparseVAE.fit`` and its defaults from a random
+start, as a user would. W is then not identified, so only p* (reliability, support F1 of
+p* >= 0.5), factor recovery and what the anchor report says (does A1 hold?) are scored. Use it
+with ``--exact-zeros`` (spike entries of W set to 0: small spike draws, amplified by the
+rescaled heads, otherwise carry real effects and the true support is not what the data show)
+and ``--unit-signal`` (every feature's signal sd 1, so that no factor's anchors sit far below
+the noise).
+
 Run:  .venv/bin/python benchmarks/calibration.py --reps 5 --jobs 2
 Writes benchmarks/results/calibration.{md,csv} and calibration.png. 1 torch thread per fit.
 """
@@ -26,6 +34,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -36,8 +45,15 @@ BINS = np.linspace(0.0, 1.0, 11)
 
 
 def simulate(seed, n=2000, n_features=24, n_factors=3, hidden=20, lambda0=10.0, lambda1=1.0,
-             extra_rate=0.2, noise_sd=0.3):
-    """Data from the model: returns (x_ng, z_nk, gamma_gk, W_gk, decoder state_dict)."""
+             extra_rate=0.2, noise_sd=0.3, exact_zeros=False, unit_signal=False):
+    """Data from the model: returns (x_ng, z_nk, gamma_gk, W_gk, decoder state_dict).
+
+    With ``exact_zeros`` the spike entries are set to 0, so that off-support features do not
+    depend on the factor at all (spike draws, though small, can matter: the decoder's heads
+    are rescaled to unit signal and amplify them). With ``unit_signal`` every feature's head
+    is scaled so that its own signal sd is 1 (by default one factor scales all heads so that
+    the median feature's is 1, which can leave a factor's anchors far below the noise).
+    """
     import torch
 
     from pyro_sparse.nn import SparseDecoder
@@ -51,39 +67,49 @@ def simulate(seed, n=2000, n_features=24, n_factors=3, hidden=20, lambda0=10.0, 
     scale = torch.where(gamma > 0, 1.0 / lambda1, 1.0 / lambda0)
     u = torch.rand(G, K, generator=g) - 0.5
     W = -scale * torch.sign(u) * torch.log1p(-2 * u.abs())  # Laplace(0, scale)
+    if exact_zeros:
+        W = W * gamma
     torch.manual_seed(seed + 10_000)
     dec = SparseDecoder(G, K, hidden)
     z = torch.randn(n, K, generator=g)
     with torch.no_grad():
         # a freshly initialised network barely varies its output: rescale the per-feature
-        # heads so the median feature's signal sd is 1 (noise_sd is then the noise-to-signal)
-        dec.V_gh.div_(dec(z, W).std(0).median())
+        # heads so the median feature's signal sd is 1 (noise_sd is then the noise-to-signal);
+        # features that depend on no factor (all-zero rows with exact_zeros) are left out
+        sd = dec(z, W).std(0)
+        if unit_signal:
+            dec.V_gh.div_(torch.where(sd > 0, sd, 1.0).unsqueeze(-1))
+        else:
+            dec.V_gh.div_(sd[sd > 0].median())
         x = dec(z, W) + noise_sd * torch.randn(n, G, generator=g)
     return x, z, gamma.numpy().astype(bool), W.numpy(), dec.state_dict()
 
 
-def label(guide_name, rescale=True, restarts=1, init_truth=True):
+def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen",
+          exact_zeros=False, unit_signal=False, epochs=200):
     """Row label of one setting, e.g. ``lowrank (2 restarts, random start)``."""
+    learned = decoder == "learned"
     notes = [n for n, on in (("no rescale", not rescale),
                              (f"{restarts} restarts", restarts > 1),
-                             ("random start", not init_truth)) if on]
+                             ("random start", not init_truth and not learned),
+                             ("decoder learned, SparseVAE.fit", learned),
+                             ("spike entries 0", exact_zeros),
+                             ("unit signal per feature", unit_signal),
+                             (f"{epochs} epochs", epochs != 200)) if on]
     return guide_name + (f" ({', '.join(notes)})" if notes else "")
 
 
-def fit_one(args):
-    """One replicate x one guide: returns per-entry rows (true W, q mean, q sd, p*, gamma)."""
-    seed, guide_name, epochs, lambda0, lambda1, restarts, init_truth, rescale = args
+def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, restarts,
+                init_truth, rescale):
+    """Decoder network frozen at the truth; returns (W draws, p*, encoder means)."""
     import pyro
     import torch
 
-    torch.set_num_threads(1)
     from pyro_sparse.guides import make_guide
     from pyro_sparse.infer import fit_svi, full_data_loss, rescale_factors
     from pyro_sparse.models import SparseVAEModel
 
-    x, z, gamma, W, dec_state = simulate(seed, lambda0=lambda0, lambda1=lambda1)
     G, K = W.shape
-    t0 = time.perf_counter()
     best = None
     for r in range(restarts):  # the landscape has factor-swapping local optima: keep the best
         with pyro.settings.context(module_local_params=True):
@@ -106,13 +132,60 @@ def fit_one(args):
             best = (loss, model, guide)
     _, model, guide = best
     gg = guide.globals_guide
+    with torch.no_grad():
+        mu = guide.local_guide.encode(x)[0].numpy()
+    return gg.sample_W(2000).numpy(), gg.inclusion_probs().numpy(), mu
+
+
+def _fit_learned(x, K, seed, guide_name, epochs, lambda0, lambda1, restarts):
+    """The whole model learned by ``SparseVAE.fit`` with its defaults (b = G), as a user runs
+    it; returns no W draws."""
+    import pyro_sparse as ps
+
+    est = ps.SparseVAE(n_factors=K, hidden_dim=20, lambda0=lambda0, lambda1=lambda1,
+                       w_guide=guide_name, n_restarts=restarts)
+    with warnings.catch_warnings():  # recorded below instead
+        warnings.simplefilter("ignore", ps.ConvergenceWarning)
+        est.fit(x.numpy(), epochs=epochs, batch_size=200, lr=1e-2, seed=seed * 100,
+                progress=False)
+    # what the anchor report tells a user who has no truth: is A1 (>= 2 anchors) met by
+    # every used factor?
+    f = ps.diagnostics.anchor_report(est, num_samples=200).factors
+    used = f[~f["unused"]]
+    flags = dict(n_used_factors=int(len(used)), a1_all_used=bool(used["a1"].all()),
+                 loss_per_row=float(est.loss_history_[-1]) / x.shape[0],
+                 warned=est.fit_info_["loss_trend"]["converged"] is False)
+    return None, est.inclusion_probs_, est.transform(x.numpy()), flags
+
+
+def fit_one(args):
+    """One replicate x one setting: per-entry rows (true W, q mean, q sd, p*, gamma).
+
+    With ``decoder="learned"`` the scale and sign of W are not identified, so only p* and
+    factor recovery are scored (the interval columns are NaN).
+    """
+    (seed, guide_name, epochs, lambda0, lambda1, restarts, init_truth, rescale, decoder,
+     exact_zeros, unit_signal) = args
+    import torch
+
+    torch.set_num_threads(1)
+    x, z, gamma, W, dec_state = simulate(seed, lambda0=lambda0, lambda1=lambda1,
+                                         exact_zeros=exact_zeros, unit_signal=unit_signal)
+    G, K = W.shape
+    t0 = time.perf_counter()
+    if decoder == "frozen":
+        draws, p, mu = _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1,
+                                   restarts, init_truth, rescale)
+        flags = {}
+    else:
+        draws, p, mu, flags = _fit_learned(x, K, seed, guide_name, epochs, lambda0, lambda1,
+                                           restarts)
+    seconds = time.perf_counter() - t0
     # the factors' order and signs are not identified (z_k -> -z_k with W_:k -> -W_:k
     # leaves everything unchanged even with the network fixed): match each true factor to an
     # encoder factor (Hungarian on |corr| of encoder means and true z) and take its sign
     from scipy.optimize import linear_sum_assignment
 
-    with torch.no_grad():
-        mu = guide.local_guide.encode(x)[0].numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         c = np.nan_to_num(np.corrcoef(mu.T, z.numpy().T)[:K, K:])  # collapsed factor: 0
     fit_idx, true_idx = linear_sum_assignment(-np.abs(c))
@@ -121,22 +194,26 @@ def fit_one(args):
     sign = np.where(matched < 0, -1.0, 1.0)
     ordered = bool((of_true == np.arange(K)).all())  # the identity matching
     recovered = bool(np.abs(matched).min() >= 0.9)  # every true factor found
-    draws = gg.sample_W(2000).numpy()[:, :, of_true] * sign
-    p = gg.inclusion_probs().numpy()[:, of_true]
+    p = p[:, of_true]
+    if draws is not None:
+        draws = draws[:, :, of_true] * sign
     rows = []
     for gi in range(G):
         for k in range(K):
-            d = draws[:, gi, k]
-            lo50, hi50 = np.quantile(d, [0.25, 0.75])
-            lo90, hi90 = np.quantile(d, [0.05, 0.95])
-            rows.append(dict(seed=seed, guide=label(guide_name, rescale, restarts, init_truth),
-                             g=gi, k=k, W_true=float(W[gi, k]),
-                             gamma=bool(gamma[gi, k]), q_mean=float(d.mean()),
-                             q_sd=float(d.std()), p_star=float(p[gi, k]),
-                             in50=bool(lo50 <= W[gi, k] <= hi50),
-                             in90=bool(lo90 <= W[gi, k] <= hi90),
-                             ordered=ordered, recovered=recovered,
-                             seconds=time.perf_counter() - t0))
+            row = dict(seed=seed, guide=label(guide_name, rescale, restarts, init_truth,
+                                              decoder, exact_zeros, unit_signal, epochs),
+                       g=gi, k=k, W_true=float(W[gi, k]), gamma=bool(gamma[gi, k]),
+                       q_mean=np.nan, q_sd=np.nan, p_star=float(p[gi, k]), in50=np.nan,
+                       in90=np.nan, ordered=ordered, recovered=recovered, seconds=seconds,
+                       **flags)
+            if draws is not None:
+                d = draws[:, gi, k]
+                lo50, hi50 = np.quantile(d, [0.25, 0.75])
+                lo90, hi90 = np.quantile(d, [0.05, 0.95])
+                row.update(q_mean=float(d.mean()), q_sd=float(d.std()),
+                           in50=float(lo50 <= W[gi, k] <= hi50),
+                           in90=float(lo90 <= W[gi, k] <= hi90))
+            rows.append(row)
     return rows
 
 
@@ -151,23 +228,55 @@ def reliability(p, y):
     return out
 
 
+def _max_gap(d):
+    rel = reliability(d["p_star"].to_numpy(), d["gamma"].to_numpy().astype(float))
+    dev = [abs(o - m) for _, m, o, c in rel if c >= 20]
+    return max(dev) if dev else float("nan")
+
+
 def summarize(df):
     lines = []
+    df = df.astype({"in50": float, "in90": float})  # bool in older run files, NaN-able now
     for guide, d in df.groupby("guide", sort=False):
-        rel = reliability(d["p_star"].to_numpy(), d["gamma"].to_numpy().astype(float))
-        dev = [abs(o - m) for _, m, o, c in rel if c >= 20]
         lines.append(dict(
             guide=guide, reps=d["seed"].nunique(), entries=len(d),
             cover50=d["in50"].mean(), cover90=d["in90"].mean(),
             cover90_support=d.loc[d["gamma"], "in90"].mean(),
             cover90_off=d.loc[~d["gamma"], "in90"].mean(),
             cover90_recovered=d.loc[d["recovered"], "in90"].mean(),
-            max_reliability_gap=max(dev) if dev else float("nan"),
+            max_reliability_gap=_max_gap(d),
+            max_reliability_gap_recovered=_max_gap(d[d["recovered"]]),
             brier=float(((d["p_star"] - d["gamma"].astype(float)) ** 2).mean()),
             ordered=d.groupby("seed")["ordered"].first().mean(),
             recovered=d.groupby("seed")["recovered"].first().mean(),
-            seconds_per_fit=d.groupby("seed")["seconds"].max().mean()))
+            seconds_per_fit=d.groupby("seed")["seconds"].max().mean(),
+            a1=_a1_summary(d), f1=_f1(d), loss=_per_rep(d, "loss_per_row", "{:.1f}"),
+            warned=_per_rep(d, "warned", "{:.0f}", np.sum)))
     return lines
+
+
+def _f1(d):
+    """Support F1 of p* >= 0.5 against gamma, pooled over the replicates' entries."""
+    S, T = d["p_star"].to_numpy() >= 0.5, d["gamma"].to_numpy().astype(bool)
+    tp = float((S & T).sum())
+    return 2 * tp / max(float(S.sum() + T.sum()), 1.0)
+
+
+def _per_rep(d, col, fmt, agg=np.mean):
+    """``agg`` over replicates of a per-replicate column (``-`` for run files without it)."""
+    if col not in d or d[col].isna().all():
+        return "-"
+    return fmt.format(agg(d.groupby("seed")[col].first().astype(float)))
+
+
+def _a1_summary(d):
+    """'A1 holds in a/b reps with factors recovered, c/e without' (decoder-learned runs)."""
+    if "a1_all_used" not in d or d["a1_all_used"].isna().all():
+        return "-"
+    per = d.groupby("seed")[["recovered", "a1_all_used"]].first()
+    rec, miss = per[per["recovered"]], per[~per["recovered"]]
+    return (f"{int(rec['a1_all_used'].astype(bool).sum())}/{len(rec)} recovered, "
+            f"{int(miss['a1_all_used'].astype(bool).sum())}/{len(miss)} not")
 
 
 def render(df, name):
@@ -183,6 +292,8 @@ def render(df, name):
         axes[0].plot([r[1] for r in rel], [r[2] for r in rel], "o-", label=guide)
         for r in rel:
             axes[0].annotate(str(r[3]), (r[1], r[2]), fontsize=6, color=f"C{i}")
+        if d["q_sd"].isna().all():  # decoder learned: W not identified, no intervals
+            continue
         z = (d["W_true"] - d["q_mean"]) / d["q_sd"].clip(lower=1e-9)
         axes[1].hist(z.clip(-6, 6), bins=48, density=True, histtype="step", label=guide)
     axes[0].plot([0, 1], [0, 1], "k:", lw=1)
@@ -204,15 +315,19 @@ def render(df, name):
           "curve within 0.1 of the diagonal (bins with >= 20 entries).", "",
           "| guide | reps | identity order | factors recovered | entries | cover 50% | "
           "cover 90% | cover 90% (support) | cover 90% (off) | cover 90% (reps with factors "
-          "recovered) | max reliability gap | Brier | s / rep |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "recovered) | max reliability gap | max reliability gap (reps with factors recovered) | "
+          "Brier | support F1 (p* >= 0.5) | A1 met by every used factor | final loss / row | "
+          "reps with a ConvergenceWarning | s / rep |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summ:
         md.append(f"| {s['guide']} | {s['reps']} | {s['ordered']:.2f} | "
                   f"{s['recovered']:.2f} | {s['entries']} | "
                   f"{s['cover50']:.3f} | "
                   f"{s['cover90']:.3f} | {s['cover90_support']:.3f} | {s['cover90_off']:.3f} |"
                   f" {s['cover90_recovered']:.3f} | {s['max_reliability_gap']:.3f} | "
-                  f"{s['brier']:.4f} | "
+                  f"{s['max_reliability_gap_recovered']:.3f} | "
+                  f"{s['brier']:.4f} | {s['f1']:.2f} | {s['a1']} | {s['loss']} | "
+                  f"{s['warned']} | "
                   f"{s['seconds_per_fit']:.0f} |")
     md += ["", "Reliability bins (guide: bin mean predicted -> observed frequency, count):", ""]
     for guide, d in df.groupby("guide", sort=False):
@@ -237,6 +352,16 @@ def main(argv=None):
     ap.add_argument("--no-rescale", action="store_true",
                     help="skip the scale-symmetry step (rescale_factors) that SparseVAE.fit "
                          "applies to variational W guides (the results before it existed)")
+    ap.add_argument("--decoder", choices=["frozen", "learned"], default="frozen",
+                    help="frozen: the decoder network is fixed at the truth, so W is "
+                         "identified and its intervals can be scored; learned: the whole "
+                         "model is fitted by SparseVAE.fit from a random start, as a user "
+                         "would (p* reliability and factor recovery only)")
+    ap.add_argument("--exact-zeros", action="store_true",
+                    help="simulate the spike entries of W as exactly 0")
+    ap.add_argument("--unit-signal", action="store_true",
+                    help="scale every feature's head to signal sd 1 (default: one scale for "
+                         "all heads, median feature at 1)")
     ap.add_argument("--lambda0", type=float, default=10.0)
     ap.add_argument("--lambda1", type=float, default=1.0)
     ap.add_argument("--name", default="calibration")
@@ -248,7 +373,8 @@ def main(argv=None):
         render(df, args.name)
         return 0
     tasks = [(s, gname, args.epochs, args.lambda0, args.lambda1, args.restarts,
-              args.init == "truth", not args.no_rescale)
+              args.init == "truth", not args.no_rescale, args.decoder, args.exact_zeros,
+              args.unit_signal)
              for gname in args.guides for s in range(args.reps)]
     with ProcessPoolExecutor(args.jobs) as ex:
         rows = [r for rs in ex.map(fit_one, tasks) for r in rs]

@@ -6,12 +6,14 @@ as Pyro models with amortised guides, sklearn-style estimators and diagnostics.
 
 from . import datasets, diagnostics, distributions, guides, infer, io, likelihoods, models, nn
 from .estimators import VAE, SparseVAE, load_model
+from .infer import ConvergenceWarning
 from .restarts import Restarts, fit_restarts
 from .selection import select_n_factors
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvergenceWarning",
     "Restarts",
     "SparseVAE",
     "VAE",

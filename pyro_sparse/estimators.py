@@ -21,11 +21,13 @@ import torch
 from .distributions import PSTAR_VARIANTS, calibrate_sigma_prior, estimated_support
 from .guides import W_GUIDES, make_guide
 from .infer import (
+    ConvergenceWarning,
     as_rows,
     candidate_supports,
     effect_share,
     fit_svi,
     full_data_loss,
+    loss_trend,
     one_se_choice,
     read_checkpoint,
     rescale_factors,
@@ -213,6 +215,13 @@ class _Estimator:
             matching checkpoint.
         FloatingPointError
             When the loss becomes NaN or infinite (the last checkpoint is kept).
+
+        Warns
+        -----
+        ConvergenceWarning
+            When the loss was still falling materially over the last epochs
+            (:func:`pyro_sparse.infer.loss_trend`; the numbers are kept in
+            ``fit_info_["loss_trend"]``): refit with more epochs.
         """
         epochs = check_positive_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
@@ -280,8 +289,19 @@ class _Estimator:
         self.feature_names_in_ = names
         self.device_ = dev
         # n_rows: the rows loss_history_ was computed on (without the refinement hold-out)
+        trend = loss_trend(hist, fit_arr.shape[0], arr.shape[1])
         self.fit_info_ = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=int(seed),
-                              chosen_restart_seed=s, n_rows=int(fit_arr.shape[0]), **post)
+                              chosen_restart_seed=s, n_rows=int(fit_arr.shape[0]), **post,
+                              loss_trend={k: (v if not isinstance(v, float) or math.isfinite(v)
+                                              else None) for k, v in trend.items()})
+        if trend["converged"] is False:
+            warnings.warn(
+                f"the training loss was still falling when the fit stopped after {epochs} "
+                f"epochs (slope t = {trend['t']:.1f} over the last {trend['window']} epochs; "
+                f"as many epochs again would gain about {trend['projected_gain']:.2f} nats per "
+                "row and feature): the fit may be far from its optimum. Refit with more "
+                "epochs and compare; see fit_info_['loss_trend']", ConvergenceWarning,
+                stacklevel=2)
         self._set_fitted_attributes()
         if heldout_arr is not None:
             self._refine(arr, fit_arr, heldout_arr, epochs, batch_size, lr, int(seed), progress)
@@ -701,6 +721,9 @@ class SparseVAE(_Estimator):
         records the spread in ``fit_info_["factor_log_scale_sd"]``).
     loss_history_ : numpy.ndarray, shape (epochs,)
         Mean minibatch negative ELBO per epoch (of the first fit, before any refinement).
+    fit_info_ : dict
+        The fit's arguments and what it found out, including ``loss_trend`` (is the loss
+        still falling at the end? see :func:`pyro_sparse.infer.loss_trend`).
     refinement_ : dict
         With ``refine_support``: per candidate its ``threshold``, ``support_size``, mean
         held-out log-likelihood per row ``heldout_loglik`` and its standard error

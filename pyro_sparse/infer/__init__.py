@@ -1,7 +1,9 @@
 """Inference: the minibatch SVI loop, warm-up schedules, checkpoints, data rows, devices,
-support refinement on held-out rows, and the scale symmetry between factors and loadings."""
+support refinement on held-out rows, the scale symmetry between factors and loadings, and a
+convergence check on the loss history."""
 
 from .checkpoint import read_checkpoint, write_checkpoint
+from .convergence import ConvergenceWarning, loss_trend
 from .data import SparseRows, as_rows, row_batches
 from .refine import REFINE_THRESHOLDS, candidate_supports, effect_share, one_se_choice
 from .scale_symmetry import factor_moments, optimal_log_scales, rescale_factors, scale_objective
@@ -26,4 +28,6 @@ __all__ = [
     "optimal_log_scales",
     "scale_objective",
     "factor_moments",
+    "loss_trend",
+    "ConvergenceWarning",
 ]

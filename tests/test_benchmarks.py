@@ -1,0 +1,57 @@
+"""Smoke tests of the benchmark harnesses: each piece runs and returns what the report reads.
+
+The numbers themselves live in benchmarks/results/; these only guard the scripts against
+bit rot (tiny sizes, a step or two each).
+"""
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import _impls  # noqa: E402
+import calibration  # noqa: E402
+
+
+@pytest.mark.parametrize("impl", sorted(_impls.IMPLS))
+def test_speed_impls_take_a_finite_step(impl):
+    x = _impls.make_data("synthetic")
+    step = _impls.IMPLS[impl]("synthetic", x)
+    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:100]
+    assert math.isfinite(step(idx)) and math.isfinite(step(idx))
+
+
+@pytest.mark.parametrize("decoder", ["frozen", "learned"])
+def test_calibration_fit_one_rows(decoder):
+    rows = calibration.fit_one((0, "meanfield", 2, 10.0, 1.0, 1, False, True, decoder,
+                                  decoder == "learned", False))
+    assert len(rows) == 24 * 3
+    r = rows[0]
+    assert {"W_true", "gamma", "p_star", "in90", "recovered"} <= set(r)
+    assert 0.0 <= r["p_star"] <= 1.0
+    # the decoder-learned setting scores p* only: W is not identified there
+    assert math.isnan(r["in90"]) == (decoder == "learned")
+    assert r["guide"].endswith("(random start, 2 epochs)" if decoder == "frozen" else
+                               "(decoder learned, SparseVAE.fit, spike entries 0, 2 epochs)")
+    summ = calibration.summarize(pd.DataFrame(rows))
+    assert summ[0]["reps"] == 1 and 0.0 <= summ[0]["brier"] <= 1.0
+    assert (summ[0]["a1"] == "-") == (decoder == "frozen")
+    assert 0.0 <= summ[0]["f1"] <= 1.0
+
+
+def test_simulate_exact_zeros_keeps_the_draws_on_the_support():
+    _, _, gamma, W, _ = calibration.simulate(3, n=50)
+    _, _, gamma0, W0, _ = calibration.simulate(3, n=50, exact_zeros=True)
+    assert (gamma == gamma0).all() and (W0[~gamma0] == 0).all()
+    assert (W0[gamma0] == W[gamma]).all() and (W[~gamma] != 0).any()
+    x1, *_ = calibration.simulate(3, n=500, exact_zeros=True, unit_signal=True)
+    sd = x1.std(0).numpy()  # signal sd 1 + noise sd 0.3, or noise alone
+    np.testing.assert_allclose(sd[gamma0.any(1)], np.sqrt(1 + 0.09), rtol=0.1)
+    np.testing.assert_allclose(sd[~gamma0.any(1)], 0.3, rtol=0.15)

@@ -12,6 +12,8 @@
   and the loss parts read back with ``.item()`` every step.
 - ``naive``: the straightforward (batch, features, hidden) vectorisation with autograd.
 - ``vae``: pyro_sparse's dense VAE step (same encoder), for the cost ratio.
+- ``pyro-bf16``, ``authors-bf16``: ``pyro`` and ``authors`` with PyTorch's fp32 matmuls run on
+  bf16 inputs (see :func:`bf16_matmuls`), side by side at the same precision.
 """
 
 from __future__ import annotations
@@ -264,6 +266,21 @@ def naive_step(shape, x):
     return step
 
 
+def bf16_matmuls(make_step):
+    """``make_step`` with PyTorch's oneDNN fp32 matmuls run on bf16 inputs (fp32 accumulate).
+
+    ``torch.backends.mkldnn.matmul.fp32_precision = "bf16"`` is a process-wide switch (each
+    measurement runs in a fresh process); on CPUs with AMX or AVX512-BF16 the matmuls run on
+    those units, elsewhere they are emulated and slower.
+    """
+
+    def make(shape, x):
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        return make_step(shape, x)
+
+    return make
+
+
 IMPLS = {
     "pyro": lambda shape, x: pyro_step(shape, x),
     "plain": plain_step,
@@ -271,4 +288,6 @@ IMPLS = {
     "authors-full": authors_full_step,
     "naive": naive_step,
     "vae": lambda shape, x: pyro_step(shape, x, vae=True),
+    "pyro-bf16": bf16_matmuls(lambda shape, x: pyro_step(shape, x)),
+    "authors-bf16": bf16_matmuls(authors_step),
 }

@@ -7,7 +7,7 @@ Each (shape, implementation) is measured in a fresh subprocess at 1 torch thread
 (peak RSS is per process), and the implementations are interleaved over rounds so that
 machine noise hits them alike; the table reports the median over rounds.
 
-Run:  .venv/bin/python benchmarks/speed.py            (about 13 minutes on 2 cores)
+Run:  .venv/bin/python benchmarks/speed.py            (about 16 minutes on 2 cores)
 Writes benchmarks/results/speed.{md,json} and speed_profile.txt.
 """
 
@@ -87,10 +87,13 @@ def decoder_rate(threads: int) -> dict:
             out = sparse_decoder_forward(*p)
             out.backward(torch.ones_like(out))
 
-        t = best(fb, 3)
         flops = 3 * 2 * B * G * H * (H + K)  # fwd + 2 backward matmuls, both layers
-        out[f"decoder_{shape}_s"] = t
-        out[f"decoder_{shape}_gflops"] = flops / t / 1e9
+        for prec, tag in (("ieee", ""), ("bf16", "_bf16matmul")):
+            torch.backends.mkldnn.matmul.fp32_precision = prec
+            t = best(fb, 3)
+            out[f"decoder_{shape}{tag}_s"] = t
+            out[f"decoder_{shape}{tag}_gflops"] = flops / t / 1e9
+        torch.backends.mkldnn.matmul.fp32_precision = "ieee"
     return out
 
 
@@ -120,7 +123,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--shapes", nargs="+", default=list(STEPS))
     ap.add_argument("--impls", nargs="+",
-                    default=["pyro", "plain", "authors", "authors-full", "naive", "vae"])
+                    default=["pyro", "plain", "authors", "authors-full", "naive", "vae",
+                             "pyro-bf16", "authors-bf16"])
     ap.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._child:
@@ -175,14 +179,19 @@ def report(rows, rates, args, elapsed) -> str:
              "Seconds per epoch = seconds per step x steps per epoch (ceil(N / batch)). "
              "Peak memory is the process's peak RSS (includes ~the data and Python/torch, "
              "~300-400 MB).\n",
+             "`-bf16` rows run PyTorch's fp32 matmuls on bf16 inputs with fp32 accumulation "
+             "(`torch.backends.mkldnn.matmul.fp32_precision = \"bf16\"`); the last column "
+             "compares each row with the authors-style loop at the same matmul precision.\n",
              "| shape | implementation | s/step | s/epoch | peak RSS MB | vs plain PyTorch | "
-             "speed-up vs authors-style loop | speed-up vs authors-full |",
-             "|---|---|---|---|---|---|---|---|"]
+             "speed-up vs authors-style loop | speed-up vs authors-full | "
+             "speed-up vs authors-style loop, same matmul precision |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for shape in args.shapes:
         s = SHAPES[shape]
         spe = math.ceil(s["N"] / s["B"])
         for impl in args.impls:
             st = med(shape, impl, "step_s")
+            same = "authors-bf16" if impl.endswith("-bf16") else "authors"
             if math.isnan(st):
                 continue
             lines.append(
@@ -190,7 +199,8 @@ def report(rows, rates, args, elapsed) -> str:
                 f"{med(shape, impl, 'peak_rss_mb'):.0f} | "
                 f"{st / med(shape, 'plain', 'step_s'):.2f}x | "
                 f"{med(shape, 'authors', 'step_s') / st:.2f}x | "
-                f"{med(shape, 'authors-full', 'step_s') / st:.2f}x |")
+                f"{med(shape, 'authors-full', 'step_s') / st:.2f}x | "
+                f"{med(shape, same, 'step_s') / st:.2f}x |")
     lines += ["", "Matmul rate and the fused decoder (forward + backward, FLOPs counted as "
               "3 x 2 B G H (H + K)):", ""]
     for k, v in rates.items():

@@ -56,6 +56,10 @@ VARIANTS = {
                                             "factor_correlation": True}),
 }
 DEFAULT_VARIANTS = ["SparseVAE", "SparseVAE-Slab", "VAE", "beta-VAE(2)", "beta-VAE(4)"]
+# the default Sparse VAE with PyTorch's fp32 matmuls run on bf16 inputs
+# (torch.backends.mkldnn.matmul.fp32_precision = "bf16"; see benchmarks/README.md, speed)
+VARIANTS["SparseVAE-bf16matmul"] = ("SparseVAE", {})
+MATMUL_PRECISION = {"SparseVAE-bf16matmul": "bf16"}
 
 
 def run_one(task):
@@ -67,6 +71,7 @@ def run_one(task):
     from pyro_sparse.diagnostics import dci, estimated_support, match_factors, support_scores
 
     variant, rho, rep, epochs, common = task
+    torch.backends.mkldnn.matmul.fp32_precision = MATMUL_PRECISION.get(variant, "ieee")
     cls_name, kwargs = VARIANTS[variant]
     data = ps.datasets.paper_synthetic(n=1000, rho=rho, seed=rep)
     train, test = data.split(0.5, seed=rep)

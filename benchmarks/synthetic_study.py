@@ -54,6 +54,10 @@ VARIANTS = {
     "SparseVAE-refine": ("SparseVAE", {"refine_support": True}),
     "SparseVAE-corr-refine": ("SparseVAE", {"refine_support": True,
                                             "factor_correlation": True}),
+    # a stronger LKJ prior (concentration 5) against near-duplicate factors
+    "SparseVAE-corr5": ("SparseVAE", {"factor_correlation": True, "lkj_concentration": 5.0}),
+    "SparseVAE-corr5-refine": ("SparseVAE", {"refine_support": True, "factor_correlation": True,
+                                             "lkj_concentration": 5.0}),
 }
 DEFAULT_VARIANTS = ["SparseVAE", "SparseVAE-Slab", "VAE", "beta-VAE(2)", "beta-VAE(4)"]
 # the default Sparse VAE with PyTorch's fp32 matmuls run on bf16 inputs

@@ -7,7 +7,7 @@ export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
 .PHONY: demo test lint bench-synthetic bench-speed bench-calibration bench-identifiability \
-        bench-counts bench-pbmc clean
+        bench-counts bench-pbmc bench-redundancy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-calibration: $(VENV)/.test
 
 bench-identifiability: $(VENV)/.test
 	$(BIN)/python benchmarks/identifiability.py --reps 3 --jobs 2
+
+bench-redundancy: $(VENV)/.test
+	$(BIN)/python benchmarks/redundancy.py --reps 8 --jobs 2
 
 bench-counts: $(VENV)/.test
 	$(BIN)/python benchmarks/counts_and_missing.py --reps 3 --jobs 2

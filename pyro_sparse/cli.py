@@ -193,7 +193,7 @@ def write_fit_outputs(est, folder, data, heldout_rows=None, extra_metrics=None,
     if hasattr(est, "loadings_"):
         write_csv(folder / "loadings.csv", est.loadings_, features, factors, "feature")
         write_csv(folder / "inclusion.csv", est.inclusion_probs_, features, factors, "feature")
-        rep = anchor_report(est, num_samples=num_draws)
+        rep = anchor_report(est, num_samples=num_draws, X=data)
         (folder / "anchors.json").write_text(json.dumps(rep.to_dict(), indent=2) + "\n")
     point = est.posterior_is_point_mass_
     dt = to_arviz(est, num_samples=1 if point else num_draws)

@@ -7,6 +7,7 @@ from .anchors import (
     anchor_report,
     match_supports,
     prune_factors,
+    redundant_factors,
 )
 from .arviz import chains_of, to_arviz
 from .disentanglement import dci, dci_from_importance, importance_matrix
@@ -35,6 +36,7 @@ __all__ = [
     "match_supports",
     "mig",
     "prune_factors",
+    "redundant_factors",
     "support_scores",
     "to_arviz",
 ]

@@ -93,3 +93,49 @@ def test_report_on_a_fitted_model_and_vae_error():
     v = ps.VAE(n_factors=2, hidden_dim=8).fit(d.X, epochs=1, progress=False)
     with pytest.raises(TypeError, match="needs a SparseVAE"):
         anchor_report(v)
+
+
+def test_redundant_factors_hand_cases():
+    from pyro_sparse.diagnostics import redundant_factors
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(500), rng.standard_normal(500)
+    Z = np.c_[a, b, -a + 0.05 * rng.standard_normal(500), np.zeros(500)]
+    pairs = redundant_factors(Z)
+    assert [(k, m) for k, m, _ in pairs] == [(0, 2)] and pairs[0][2] < -0.99
+    # an unused factor is left out; independent factors and a constant column never pair
+    assert redundant_factors(Z, used_k=[True, True, False, True]) == []
+    assert redundant_factors(Z, threshold=0.9999) == []
+    with pytest.raises(ValueError, match="threshold"):
+        redundant_factors(Z, threshold=0.0)
+    with pytest.raises(ValueError, match="shape"):
+        redundant_factors(a)
+
+
+def test_report_flags_a_factor_copied_into_another(tmp_path):
+    import torch
+
+    data = ps.datasets.paper_synthetic(n=300, rho=0.0, seed=0)
+    m = ps.SparseVAE(n_factors=3, hidden_dim=8).fit(data.X, epochs=30, seed=0, progress=False)
+    rep = anchor_report(m, X=data.X, num_samples=3)
+    assert rep.redundant is not None and "redundant" in rep.to_dict()
+    assert anchor_report(m, num_samples=3).redundant is None  # not checked without X
+    # make another factor a copy of the most used one: same encoder row, same loadings
+    k = int(np.argmax(m.inclusion_probs_.sum(0)))
+    c = (k + 1) % 3
+    enc, gg = m.guide_.local_guide.encoder, m.guide_.globals_guide
+    with torch.no_grad():
+        for head in (enc.loc_head, enc.logvar_head):
+            head.weight[c] = head.weight[k]
+            head.bias[c] = head.bias[k]
+        gg.W_gk[:, c] = gg.W_gk[:, k]
+        gg.eta_k[c] = gg.eta_k[k]
+    m._set_fitted_attributes()
+    used = (m.inclusion_probs_ >= 0.5).any(0)
+    assert used[k] and used[c]
+    rep = anchor_report(m, X=data.X, num_samples=3)
+    pair = sorted([f"factor_{k}", f"factor_{c}"])
+    assert tuple(pair) in [(a, b) for a, b, _ in rep.redundant]
+    text = str(rep)
+    assert f"REDUNDANT: {pair[0]} and {pair[1]}" in text and "split one factor" in text
+    assert pair in [d["factors"] for d in rep.to_dict()["redundant"]]

@@ -146,6 +146,15 @@ def _authors_parts(shape, nets_kw=None, w_kw=None):
             opt_w, s["likelihood"] == "categorical")
 
 
+def _step_both(loss, opt_nets, opt_w):
+    """One backward pass and a step of both of the authors' optimisers."""
+    opt_nets.zero_grad()
+    opt_w.zero_grad()
+    loss.backward()
+    opt_nets.step()
+    opt_w.step()
+
+
 def authors_step(shape, x):
     """Per-feature loop, MSE loss averaged over batch x features, priors / batch size."""
     from pyro_sparse.distributions import eta_mstep, inclusion_prob
@@ -166,11 +175,7 @@ def authors_step(shape, x):
         kl = (0.5 * (loc**2 + scale**2 - 1) - scale.log()).mean()
         pen = ((1.0 * pstar + 10.0 * (1 - pstar)) * W.abs()).sum() / B
         loss = rec + kl + pen
-        opt_nets.zero_grad()
-        opt_w.zero_grad()
-        loss.backward()
-        opt_nets.step()
-        opt_w.step()
+        _step_both(loss, opt_nets, opt_w)
         with torch.no_grad():
             pstar.copy_(inclusion_prob(W, eta, 10.0, 1.0, "authors"))
             eta.copy_(eta_mstep(pstar, 1.0, float(G)))
@@ -220,11 +225,7 @@ def authors_full_step(shape, x):
         kl = (0.5 * (loc**2 + scale**2 - 1) - scale.log()).mean()
         pen = ((lam1 * pstar + lam0 * (1 - pstar)) * W.abs()).sum() / B
         loss = rec + kl + pen + sig
-        opt_nets.zero_grad()
-        opt_w.zero_grad()
-        loss.backward()
-        opt_nets.step()
-        opt_w.step()
+        _step_both(loss, opt_nets, opt_w)
         with torch.no_grad():
             for k in range(K):
                 slab = eta[k] * torch.exp(-lam1 * W[:, k].abs())
@@ -288,6 +289,6 @@ IMPLS = {
     "authors-full": authors_full_step,
     "naive": naive_step,
     "vae": lambda shape, x: pyro_step(shape, x, vae=True),
-    "pyro-bf16": bf16_matmuls(lambda shape, x: pyro_step(shape, x)),
+    "pyro-bf16": bf16_matmuls(pyro_step),
     "authors-bf16": bf16_matmuls(authors_step),
 }

@@ -7,7 +7,7 @@ Each (shape, implementation) is measured in a fresh subprocess at 1 torch thread
 (peak RSS is per process), and the implementations are interleaved over rounds so that
 machine noise hits them alike; the table reports the median over rounds.
 
-Run:  .venv/bin/python benchmarks/speed.py            (about 16 minutes on 2 cores)
+Run:  .venv/bin/python benchmarks/speed.py            (6 minutes on a quiet 2-core machine)
 Writes benchmarks/results/speed.{md,json} and speed_profile.txt.
 """
 

@@ -253,7 +253,7 @@ class _Estimator:
                 raise ValueError(f"checkpoint {checkpoint} belongs to another run (different "
                                  "data, model settings, batch size, lr or seed)")
             resume_state = (tensors, info)
-        best = None
+        best, restarts = None, []
         for r in range(self.n_restarts):
             s = int(seed) + r
             model, guide = self._build(cfg, dev, s)
@@ -278,16 +278,25 @@ class _Estimator:
                                if self.n_restarts > 1 else type(self).__name__,
                                resume_state=resume_state, on_epoch_end=save)
                 post = self._after_fit(model, guide, x_ng)
-                final = full_data_loss(model, guide, x_ng) if self.n_restarts > 1 else hist[-1]
+            cand = None
+            if heldout_arr is not None and self.n_restarts > 1:
+                # restarts are compared where refinement compares supports: on the held-out
+                # rows (the training ELBO prefers denser, rotated solutions)
+                self._adopt(model, guide, cfg, arr, names, dev)
+                cand = self._refine_candidates(fit_arr, heldout_arr, epochs, batch_size, lr,
+                                               s, progress)
+                final = -cand["score"]
+            elif self.n_restarts > 1:
+                with _local_params():
+                    final = full_data_loss(model, guide, x_ng)
+            else:
+                final = hist[-1]
+            restarts.append(dict(seed=s, score=final, cand=cand))
             if best is None or final < best[0]:
-                best = (final, model, guide, hist, s, post)
-        _, model, guide, hist, s, post = best
-        self.model_, self.guide_ = model.eval(), guide.eval()
-        self.model_config_ = cfg
+                best = (final, model, guide, hist, s, post, cand)
+        _, model, guide, hist, s, post, cand = best
+        self._adopt(model, guide, cfg, arr, names, dev)
         self.loss_history_ = np.asarray(hist, dtype=float)
-        self.n_features_in_ = arr.shape[1]
-        self.feature_names_in_ = names
-        self.device_ = dev
         # n_rows: the rows loss_history_ was computed on (without the refinement hold-out)
         trend = loss_trend(hist, fit_arr.shape[0], arr.shape[1])
         self.fit_info_ = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=int(seed),
@@ -304,8 +313,27 @@ class _Estimator:
                 stacklevel=2)
         self._set_fitted_attributes()
         if heldout_arr is not None:
-            self._refine(arr, fit_arr, heldout_arr, epochs, batch_size, lr, int(seed), progress)
+            if cand is None:
+                cand = self._refine_candidates(fit_arr, heldout_arr, epochs, batch_size, lr, s,
+                                               progress)
+            self._refine_finish(arr, cand, batch_size, s, progress)
+            if len(restarts) > 1:
+                self.refinement_.update(
+                    restart_seeds=[r["seed"] for r in restarts],
+                    restart_heldout_loglik=[r["cand"]["score"] for r in restarts],
+                    restart_heldout_loglik_se=[r["cand"]["score_se"] for r in restarts],
+                    restart_support_size=[r["cand"]["size"] for r in restarts],
+                    chosen_restart=[r["seed"] for r in restarts].index(s))
         return self
+
+    def _adopt(self, model, guide, cfg, arr, names, dev):
+        # make (model, guide) the estimator's fitted state
+        self.model_, self.guide_ = model.eval(), guide.eval()
+        self.model_config_ = cfg
+        self.n_features_in_ = arr.shape[1]
+        self.feature_names_in_ = names
+        self.device_ = dev
+        self._set_fitted_attributes()
 
     def _split_for_refinement(self, arr, seed, checkpoint):
         # (rows to fit, held-out rows or None); only SparseVAE(refine_support=True) holds out
@@ -677,7 +705,9 @@ class SparseVAE(_Estimator):
         ``lambda0`` (0: fixed at ``lambda0``), as in the SSL's dynamic posterior exploration.
     n_restarts : int
         Independent fits (seeds ``seed``, ``seed + 1``, ...); the one with the best
-        full-data ELBO is kept.
+        full-data ELBO is kept. With ``refine_support`` every restart is refined instead,
+        on the same held-out rows, and the one whose chosen support has the best held-out
+        log-likelihood is kept (the training ELBO prefers denser, rotated solutions).
     factor_correlation : bool
         Learn a factor correlation matrix (z ~ N(0, R), R ~ LKJ).
     lkj_concentration : float
@@ -728,6 +758,9 @@ class SparseVAE(_Estimator):
         With ``refine_support``: per candidate its ``threshold``, ``support_size``, mean
         held-out log-likelihood per row ``heldout_loglik`` and its standard error
         ``heldout_loglik_se``; ``chosen`` (index), ``n_heldout``, ``epochs``, ``lr``.
+        With ``n_restarts > 1`` also, per restart, ``restart_seeds``,
+        ``restart_heldout_loglik`` (mean per row, at that restart's chosen support),
+        ``restart_heldout_loglik_se``, ``restart_support_size``, and ``chosen_restart``.
     """
 
     _param_names = ("n_factors", "likelihood", "hidden_dim", "lambda0", "lambda1", "a", "b",
@@ -787,8 +820,10 @@ class SparseVAE(_Estimator):
         perm = np.random.default_rng(int(seed)).permutation(N)
         return arr[np.sort(perm[n_out:])], arr[np.sort(perm[:n_out])]
 
-    def _refine(self, arr, fit_arr, heldout_arr, epochs, batch_size, lr, seed, progress):
-        # see pyro_sparse.infer.refine for the procedure and its reasons
+    def _refine_candidates(self, fit_arr, heldout_arr, epochs, batch_size, lr, seed,
+                           progress) -> dict:
+        # fine-tune the nested candidate supports of the adopted fit and score them on the
+        # held-out rows; see pyro_sparse.infer.refine for the procedure and its reasons
         dev = self.device_
         ft_epochs, ft_lr = max(1, epochs // 2), lr / 10
         base_model, base_guide = self.model_, self.guide_
@@ -809,20 +844,28 @@ class SparseVAE(_Estimator):
             scores.append(self.log_likelihood(heldout_arr, num_samples=1, n_particles=32,
                                               seed=seed)[0])
             fitted.append((model, guide))
+        self.model_, self.guide_ = base_model, base_guide
         sizes = [int(S.sum()) for _, S in cands]
         c = one_se_choice(scores, sizes)
-        model, guide = fitted[c]
-        with _local_params():
-            fit_svi(model, guide, as_rows(arr, dev), epochs=ft_epochs, batch_size=batch_size,
-                    lr=ft_lr, seed=seed + 2000, progress=progress, desc="refine: all rows")
-        self.model_, self.guide_ = model.eval(), guide.eval()
         n = len(scores[0])
-        self.refinement_ = dict(
-            threshold=[t for t, _ in cands], support_size=sizes,
-            heldout_loglik=[float(np.mean(v)) for v in scores],
-            heldout_loglik_se=[float(np.std(v, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-                               for v in scores],
-            chosen=int(c), n_heldout=int(n), epochs=ft_epochs, lr=ft_lr)
+        se = [float(np.std(v, ddof=1) / np.sqrt(n)) if n > 1 else 0.0 for v in scores]
+        return dict(fitted=fitted[c], score=float(np.mean(scores[c])), score_se=se[c],
+                    size=sizes[c],
+                    info=dict(threshold=[t for t, _ in cands], support_size=sizes,
+                              heldout_loglik=[float(np.mean(v)) for v in scores],
+                              heldout_loglik_se=se, chosen=int(c), n_heldout=int(n),
+                              epochs=ft_epochs, lr=ft_lr))
+
+    def _refine_finish(self, arr, cand, batch_size, seed, progress):
+        # fine-tune the chosen candidate on all rows and adopt it
+        model, guide = cand["fitted"]
+        info = cand["info"]
+        with _local_params():
+            fit_svi(model, guide, as_rows(arr, self.device_), epochs=info["epochs"],
+                    batch_size=batch_size, lr=info["lr"], seed=seed + 2000, progress=progress,
+                    desc="refine: all rows")
+        self.model_, self.guide_ = model.eval(), guide.eval()
+        self.refinement_ = dict(info)
         self._set_fitted_attributes()
 
     def _schedule(self, model, guide):

@@ -273,6 +273,25 @@ def test_refine_support_prunes_holds_zeros_and_round_trips(data, tmp_path):
                                   m.loadings_)
 
 
+def test_refine_support_with_restarts_keeps_the_best_heldout_restart(data):
+    kw = dict(n_factors=3, hidden_dim=8, refine_support=True, validation_fraction=0.25)
+    m = ps.SparseVAE(n_restarts=3, **kw).fit(data.X, epochs=6, seed=4, progress=False)
+    r = m.refinement_
+    assert r["restart_seeds"] == [4, 5, 6]
+    scores = r["restart_heldout_loglik"]
+    assert len(scores) == len(r["restart_heldout_loglik_se"]) == len(r["restart_support_size"])
+    best = int(np.argmax(scores))
+    assert r["chosen_restart"] == best and m.fit_info_["chosen_restart_seed"] == 4 + best
+    # what refinement_ reports for the chosen support is the winning restart's score
+    assert r["heldout_loglik"][r["chosen"]] == pytest.approx(scores[best])
+    # every restart is scored on the same held-out rows, by the procedure a single fit runs:
+    # a one-restart fit with a restart's seed (same split: the split follows fit's seed, so
+    # only restart 0 shares it) reproduces that restart's score
+    one = ps.SparseVAE(**kw).fit(data.X, epochs=6, seed=4, progress=False).refinement_
+    assert one["heldout_loglik"][one["chosen"]] == pytest.approx(scores[0])
+    assert "restart_seeds" not in one
+
+
 def test_refine_support_bad_settings(data, tmp_path):
     with pytest.raises(ValueError, match="refine_support needs w_guide='map'"):
         ps.SparseVAE(refine_support=True, w_guide="meanfield")

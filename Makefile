@@ -43,10 +43,11 @@ bench-calibration: $(VENV)/.test
 	$(BIN)/python benchmarks/calibration.py --reps 10 --guides meanfield lowrank --name calib_rescale
 	$(BIN)/python benchmarks/calibration.py --reps 10 --guides meanfield lowrank --restarts 2 --name calib_r2
 	$(BIN)/python benchmarks/calibration.py --reps 10 --guides meanfield lowrank --restarts 2 --init random --name calib_r2_random
+	$(BIN)/python benchmarks/calibration.py --reps 10 --guides lowrank --restarts 6 --init random --name calib_r6_random
 	$(BIN)/python benchmarks/calibration.py --reps 10 --guides meanfield lowrank --decoder learned --exact-zeros --unit-signal --epochs 1000 --name calib_learned
 	$(BIN)/python benchmarks/calibration.py --reps 10 --guides map --decoder learned --exact-zeros --unit-signal --epochs 1000 --name calib_learned_map
 	for g in map meanfield lowrank; do $(BIN)/python benchmarks/calibration.py --reps 10 --guides $$g --decoder learned --exact-zeros --unit-signal --epochs 200 --name calib_learned200_$$g; done
-	$(BIN)/python benchmarks/calibration.py --render benchmarks/results/calib_norescale.csv benchmarks/results/calib_rescale.csv benchmarks/results/calib_r2.csv benchmarks/results/calib_r2_random.csv benchmarks/results/calib_learned200_map.csv benchmarks/results/calib_learned200_meanfield.csv benchmarks/results/calib_learned200_lowrank.csv benchmarks/results/calib_learned.csv benchmarks/results/calib_learned_map.csv --name calibration
+	$(BIN)/python benchmarks/calibration.py --render benchmarks/results/calib_norescale.csv benchmarks/results/calib_rescale.csv benchmarks/results/calib_r2.csv benchmarks/results/calib_r2_random.csv benchmarks/results/calib_r6_random.csv benchmarks/results/calib_learned200_map.csv benchmarks/results/calib_learned200_meanfield.csv benchmarks/results/calib_learned200_lowrank.csv benchmarks/results/calib_learned.csv benchmarks/results/calib_learned_map.csv --name calibration
 
 bench-identifiability: $(VENV)/.test
 	$(BIN)/python benchmarks/identifiability.py --reps 3 --jobs 2

@@ -215,10 +215,13 @@ def _make_estimator(a):
     from .estimators import VAE, SparseVAE
 
     if a.model == "vae":
-        return VAE(n_factors=a.factors, likelihood=a.likelihood, hidden_dim=a.hidden)
+        return VAE(n_factors=a.factors, likelihood=a.likelihood, hidden_dim=a.hidden,
+                   n_restarts=a.restarts)
     return SparseVAE(n_factors=a.factors, likelihood=a.likelihood, hidden_dim=a.hidden,
                      lambda0=a.lambda0, lambda1=a.lambda1, w_guide=a.w_guide,
-                     refine_support=a.refine_support)
+                     refine_support=a.refine_support, n_restarts=a.restarts,
+                     factor_correlation=a.factor_correlation,
+                     lkj_concentration=a.lkj_concentration)
 
 
 def cmd_fit(a) -> int:
@@ -236,6 +239,11 @@ def cmd_fit(a) -> int:
     if a.refine_support and (a.model == "vae" or a.checkpoint_every or a.resume):
         raise UsageError("--refine-support needs --model sparse and does not combine with "
                          "--checkpoint-every or --resume")
+    if a.restarts > 1 and (a.checkpoint_every or a.resume):
+        raise UsageError("--restarts > 1 does not combine with --checkpoint-every or --resume "
+                         "(fit restarts one by one with --seed instead)")
+    if a.model == "vae" and (a.factor_correlation or a.lkj_concentration != 1.0):
+        raise UsageError("--factor-correlation and --lkj-concentration need --model sparse")
     if a.resume and not ck.is_file():
         raise UsageError(f"--resume: no checkpoint at {ck} (an interrupted fit with "
                          "--checkpoint-every leaves one)")
@@ -394,6 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--refine-support", action="store_true",
                    help="hold out 20%% of the rows and prune loadings that do not help them "
                         "(SparseVAE refine_support; up to 4x the fitting time)")
+    f.add_argument("--restarts", type=_positive_int("--restarts"), default=1, metavar="R",
+                   help="independent fits (seeds S, S+1, ...); the best ELBO is kept, or with "
+                        "--refine-support the best held-out log-likelihood")
+    f.add_argument("--factor-correlation", action="store_true",
+                   help="learn a factor correlation matrix (z ~ N(0, R), R ~ LKJ)")
+    f.add_argument("--lkj-concentration", type=_positive_float("--lkj-concentration"),
+                   default=1.0, metavar="C",
+                   help="LKJ shape of --factor-correlation (1 uniform; 5 disfavours "
+                        "near-duplicate factors)")
     f.add_argument("--seed", type=_nonneg_int("--seed"), default=0, metavar="S")
     f.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     f.add_argument("--heldout", type=_fraction, default=0.0, metavar="FRACTION",

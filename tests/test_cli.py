@@ -155,6 +155,14 @@ BAD = {
     "refine with checkpoints": (["fit", "data.csv", "--factors", 2, "--out", "o",
                                  "--refine-support", "--checkpoint-every", 1],
                                 "--refine-support needs --model sparse and does not combine"),
+    "restarts with checkpoints": (["fit", "data.csv", "--factors", 2, "--out", "o",
+                                   "--restarts", 2, "--checkpoint-every", 1],
+                                  "--restarts > 1 does not combine"),
+    "restarts zero": (["fit", "data.csv", "--factors", 2, "--out", "o", "--restarts", 0],
+                      "--restarts"),
+    "correlation on the vae": (["fit", "data.csv", "--factors", 2, "--out", "o", "--model",
+                                "vae", "--factor-correlation"],
+                               "--factor-correlation and --lkj-concentration need"),
     "heldout out of range": (["fit", "data.csv", "--factors", 2, "--out", "o", "--heldout",
                               "1.5"], "--heldout is a fraction"),
 }
@@ -204,6 +212,19 @@ def test_refine_support_flag(work):
     assert W.shape == (7, 2) and np.isfinite(W).all()
     ref = json.loads((work / "refined" / "metrics.json").read_text())["refinement"]
     assert ref["n_heldout"] == 40 and 0 <= ref["chosen"] < len(ref["support_size"])
+
+
+def test_restarts_with_refinement_and_factor_correlation(work):
+    r = run("fit", "data.csv", "--factors", 2, "--out", "restarted", "--epochs", 3,
+            "--refine-support", "--restarts", 2, "--factor-correlation",
+            "--lkj-concentration", 5, "--seed", 3, "--no-progress", cwd=work)
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((work / "restarted" / "metrics.json").read_text())
+    ref = metrics["refinement"]
+    assert ref["restart_seeds"] == [3, 4] and ref["chosen_restart"] in (0, 1)
+    assert ref["chosen_restart"] == int(np.argmax(ref["restart_heldout_loglik"]))
+    m = ps.load_model(work / "restarted" / "model")
+    assert m.n_restarts == 2 and m.factor_correlation and m.lkj_concentration == 5.0
 
 
 def test_warnings_not_errors(work):

@@ -253,7 +253,7 @@ class _Estimator:
                 raise ValueError(f"checkpoint {checkpoint} belongs to another run (different "
                                  "data, model settings, batch size, lr or seed)")
             resume_state = (tensors, info)
-        best, restarts = None, []
+        best, refined = None, []
         for r in range(self.n_restarts):
             s = int(seed) + r
             model, guide = self._build(cfg, dev, s)
@@ -278,23 +278,32 @@ class _Estimator:
                                if self.n_restarts > 1 else type(self).__name__,
                                resume_state=resume_state, on_epoch_end=save)
                 post = self._after_fit(model, guide, x_ng)
-            cand = None
+            fit = dict(model=model, guide=guide, hist=hist, seed=s, post=post, cand=None)
             if heldout_arr is not None and self.n_restarts > 1:
                 # restarts are compared where refinement compares supports: on the held-out
                 # rows (the training ELBO prefers denser, rotated solutions)
                 self._adopt(model, guide, cfg, arr, names, dev)
-                cand = self._refine_candidates(fit_arr, heldout_arr, epochs, batch_size, lr,
-                                               s, progress)
-                final = -cand["score"]
-            elif self.n_restarts > 1:
+                fit["cand"] = self._refine_candidates(fit_arr, heldout_arr, epochs, batch_size,
+                                                      lr, s, progress)
+                refined.append(fit)
+                continue
+            if self.n_restarts > 1:
                 with _local_params():
                     final = full_data_loss(model, guide, x_ng)
             else:
                 final = hist[-1]
-            restarts.append(dict(seed=s, score=final, cand=cand))
             if best is None or final < best[0]:
-                best = (final, model, guide, hist, s, post, cand)
-        _, model, guide, hist, s, post, cand = best
+                best = (final, fit)
+        if refined:
+            # the same one-standard-error rule as between candidate supports: the sparsest
+            # restart whose held-out log-likelihood is within one SE of the best
+            chosen = one_se_choice([f["cand"]["scores_n"] for f in refined],
+                                   [f["cand"]["size"] for f in refined])
+            fit = refined[chosen]
+        else:
+            fit = best[1]
+        model, guide, hist, s, post = (fit[k] for k in ("model", "guide", "hist", "seed",
+                                                         "post"))
         self._adopt(model, guide, cfg, arr, names, dev)
         self.loss_history_ = np.asarray(hist, dtype=float)
         # n_rows: the rows loss_history_ was computed on (without the refinement hold-out)
@@ -311,19 +320,17 @@ class _Estimator:
                 "row and feature): the fit may be far from its optimum. Refit with more "
                 "epochs and compare; see fit_info_['loss_trend']", ConvergenceWarning,
                 stacklevel=2)
-        self._set_fitted_attributes()
         if heldout_arr is not None:
-            if cand is None:
-                cand = self._refine_candidates(fit_arr, heldout_arr, epochs, batch_size, lr, s,
-                                               progress)
+            cand = fit["cand"] or self._refine_candidates(fit_arr, heldout_arr, epochs,
+                                                          batch_size, lr, s, progress)
             self._refine_finish(arr, cand, batch_size, s, progress)
-            if len(restarts) > 1:
+            if refined:
                 self.refinement_.update(
-                    restart_seeds=[r["seed"] for r in restarts],
-                    restart_heldout_loglik=[r["cand"]["score"] for r in restarts],
-                    restart_heldout_loglik_se=[r["cand"]["score_se"] for r in restarts],
-                    restart_support_size=[r["cand"]["size"] for r in restarts],
-                    chosen_restart=[r["seed"] for r in restarts].index(s))
+                    restart_seeds=[f["seed"] for f in refined],
+                    restart_heldout_loglik=[f["cand"]["score"] for f in refined],
+                    restart_heldout_loglik_se=[f["cand"]["score_se"] for f in refined],
+                    restart_support_size=[f["cand"]["size"] for f in refined],
+                    chosen_restart=int(chosen))
         return self
 
     def _adopt(self, model, guide, cfg, arr, names, dev):
@@ -706,8 +713,10 @@ class SparseVAE(_Estimator):
     n_restarts : int
         Independent fits (seeds ``seed``, ``seed + 1``, ...); the one with the best
         full-data ELBO is kept. With ``refine_support`` every restart is refined instead,
-        on the same held-out rows, and the one whose chosen support has the best held-out
-        log-likelihood is kept (the training ELBO prefers denser, rotated solutions).
+        on the same held-out rows, and the restarts are compared there by the one-standard-
+        error rule the refinement uses between supports: the smallest chosen support whose
+        held-out log-likelihood is within one standard error of the best restart's (the
+        training ELBO prefers denser, rotated solutions).
     factor_correlation : bool
         Learn a factor correlation matrix (z ~ N(0, R), R ~ LKJ).
     lkj_concentration : float
@@ -849,8 +858,8 @@ class SparseVAE(_Estimator):
         c = one_se_choice(scores, sizes)
         n = len(scores[0])
         se = [float(np.std(v, ddof=1) / np.sqrt(n)) if n > 1 else 0.0 for v in scores]
-        return dict(fitted=fitted[c], score=float(np.mean(scores[c])), score_se=se[c],
-                    size=sizes[c],
+        return dict(fitted=fitted[c], scores_n=scores[c], score=float(np.mean(scores[c])),
+                    score_se=se[c], size=sizes[c],
                     info=dict(threshold=[t for t, _ in cands], support_size=sizes,
                               heldout_loglik=[float(np.mean(v)) for v in scores],
                               heldout_loglik_se=se, chosen=int(c), n_heldout=int(n),

@@ -222,7 +222,9 @@ def test_restarts_with_refinement_and_factor_correlation(work):
     metrics = json.loads((work / "restarted" / "metrics.json").read_text())
     ref = metrics["refinement"]
     assert ref["restart_seeds"] == [3, 4] and ref["chosen_restart"] in (0, 1)
-    assert ref["chosen_restart"] == int(np.argmax(ref["restart_heldout_loglik"]))
+    best = int(np.argmax(ref["restart_heldout_loglik"]))
+    sizes = ref["restart_support_size"]
+    assert ref["chosen_restart"] == best or sizes[ref["chosen_restart"]] < sizes[best]
     m = ps.load_model(work / "restarted" / "model")
     assert m.n_restarts == 2 and m.factor_correlation and m.lkj_concentration == 5.0
 

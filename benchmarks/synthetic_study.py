@@ -169,6 +169,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--first-rep", type=int, default=0,
+                    help="replicates (data seeds) first-rep .. first-rep + reps - 1")
     ap.add_argument("--rhos", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8])
     ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS,
                     choices=list(VARIANTS))
@@ -198,7 +200,8 @@ def main(argv=None):
         print(header + summarise(df, variants))
         return
 
-    tasks = [(v, rho, rep, args.epochs, {}) for rep in range(args.reps) for rho in args.rhos
+    tasks = [(v, rho, rep, args.epochs, {})
+             for rep in range(args.first_rep, args.first_rep + args.reps) for rho in args.rhos
              for v in args.variants]
     t0 = time.time()
     rows = []
@@ -214,7 +217,8 @@ def main(argv=None):
               f" ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), "
               f"{args.jobs} processes x 1 torch thread, {len(tasks)} fits in "
               f"{time.time() - t0:.0f} s.\nCommand: `.venv/bin/python benchmarks/"
-              f"synthetic_study.py --reps {args.reps} --rhos {' '.join(map(str, args.rhos))} "
+              f"synthetic_study.py --reps {args.reps} --first-rep {args.first_rep} "
+              f"--rhos {' '.join(map(str, args.rhos))} "
               f"--variants {' '.join(args.variants)} --epochs {args.epochs} --name {args.name}`"
               f"\n\nMeans over {args.reps} replicates per rho (sd of the MSE beside it).\n\n")
     (RESULTS / f"{args.name}.md").write_text(header + summarise(df, args.variants) + "\n")

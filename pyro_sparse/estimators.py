@@ -736,7 +736,7 @@ class SparseVAE(_Estimator):
         feature's decoded variation dropped, :mod:`pyro_sparse.infer.refine`) for
         ``epochs // 2`` epochs at ``lr / 10`` with the dropped loadings held at 0, keeps the
         smallest support whose held-out log-likelihood is within one standard error of the
-        best, and fine-tunes it on all rows. Costs up to eight fine-tunes; see
+        best, and fine-tunes it on all rows. Costs up to eight fine-tunes (per restart); see
         ``refinement_``.
     validation_fraction : float
         Share of the rows held out for ``refine_support``.

@@ -404,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(SparseVAE refine_support; up to 4x the fitting time)")
     f.add_argument("--restarts", type=_positive_int("--restarts"), default=1, metavar="R",
                    help="independent fits (seeds S, S+1, ...); the best ELBO is kept, or with "
-                        "--refine-support the best held-out log-likelihood")
+                        "--refine-support the sparsest within one SE of the best held-out "
+                        "log-likelihood")
     f.add_argument("--factor-correlation", action="store_true",
                    help="learn a factor correlation matrix (z ~ N(0, R), R ~ LKJ)")
     f.add_argument("--lkj-concentration", type=_positive_float("--lkj-concentration"),

@@ -215,7 +215,9 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
     model : fitted SparseVAE, or Restarts (draws of all restarts are pooled after alignment)
     truth : array of bool, shape (G, J), optional
         True support. Estimated factors are matched to true ones by the encoder means when
-        ``z_true`` and ``X`` are given, else by support overlap.
+        ``z_true`` and ``X`` are given (used factors first: an unused factor's code can
+        still correlate with the truth, e.g. through a learned factor correlation), else by
+        support overlap.
     threshold : float
         A feature is in factor k's support when the posterior mean of p*_gk >= threshold.
     num_samples : int
@@ -285,7 +287,7 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
         if St.ndim != 2 or St.shape[0] != G:
             raise ValueError(f"truth must be a (G={G}, J) support matrix, got shape {St.shape}")
         if z_true is not None and codes is not None:
-            match = match_factors(np.asarray(z_true), codes)
+            match = match_factors(np.asarray(z_true), codes, prefer=S.any(0))
         else:
             match = match_supports(St, S)
         scores = support_scores(St, S, match)

@@ -37,7 +37,7 @@ def abs_corr(a_nk: np.ndarray, b_nj: np.ndarray) -> np.ndarray:
     return np.abs(corr(a_nk, b_nj))
 
 
-def match_factors(z_true_nj: np.ndarray, z_hat_nk: np.ndarray) -> np.ndarray:
+def match_factors(z_true_nj: np.ndarray, z_hat_nk: np.ndarray, prefer=None) -> np.ndarray:
     """One-to-one matching of true factors to estimated columns (Hungarian, max |corr|).
 
     Parameters
@@ -46,6 +46,12 @@ def match_factors(z_true_nj: np.ndarray, z_hat_nk: np.ndarray) -> np.ndarray:
         True factors.
     z_hat_nk : numpy.ndarray, shape (N, K), K >= J
         Estimated factors (encoder means).
+    prefer : array-like of bool, shape (K,), optional
+        Columns to match first, e.g. the used factors (non-empty support columns): the
+        matching takes as many of them as it can (all J when at least J are preferred) and
+        maximises the total |corr| among such matchings. Useful when unused factors still
+        have informative encoder means, as under a learned factor correlation, where an
+        unused factor's code is predicted from the used ones through the correlation matrix.
 
     Returns
     -------
@@ -56,6 +62,14 @@ def match_factors(z_true_nj: np.ndarray, z_hat_nk: np.ndarray) -> np.ndarray:
     if c.shape[0] < c.shape[1]:
         raise ValueError(f"need at least as many estimated factors ({c.shape[0]}) as true "
                          f"factors ({c.shape[1]})")
+    if prefer is not None:
+        prefer = np.asarray(prefer, bool).reshape(-1)
+        if prefer.shape[0] != c.shape[0]:
+            raise ValueError(f"prefer has {prefer.shape[0]} entries, z_hat has {c.shape[0]} "
+                             "columns")
+        # |corr| <= 1, so a bonus of J + 1 per preferred column makes any matching with more
+        # preferred columns beat every matching with fewer
+        c = c + (c.shape[1] + 1.0) * prefer[:, None]
     rows, cols = linear_sum_assignment(-c)
     match = np.empty(c.shape[1], dtype=int)
     match[cols] = rows

@@ -55,3 +55,18 @@ def test_dci_perfect_code_scores_one_and_mixed_code_lower():
     assert D == pytest.approx(1.0) and C == pytest.approx(1.0)
     D, C = dci_from_importance(np.ones((2, 2)))
     assert D == pytest.approx(0.0, abs=1e-9) and C == pytest.approx(0.0, abs=1e-9)
+
+
+def test_match_factors_prefer_takes_used_columns_first():
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((400, 2))
+    noise = 0.3 * rng.standard_normal((400, 3))
+    # column 0 copies z0 exactly but is "unused"; columns 1, 2 track z0, z1 less closely
+    codes = np.column_stack([z[:, 0], z[:, 0] + noise[:, 0], z[:, 1] + noise[:, 1]])
+    np.testing.assert_array_equal(match_factors(z, codes), [0, 2])
+    np.testing.assert_array_equal(match_factors(z, codes, prefer=[False, True, True]), [1, 2])
+    # fewer preferred columns than true factors: the preferred one is used, then the best rest
+    m = match_factors(z, codes, prefer=[False, False, True])
+    assert m[1] == 2 and m[0] == 0
+    with pytest.raises(ValueError, match="prefer has 2 entries"):
+        match_factors(z, codes, prefer=[True, True])

@@ -8,7 +8,7 @@ Each (shape, implementation) is measured in a fresh subprocess at 1 torch thread
 machine noise hits them alike; the table reports the median over rounds.
 
 Run:  .venv/bin/python benchmarks/speed.py            (6 minutes on a quiet 2-core machine)
-Writes benchmarks/results/speed.{md,json} and speed_profile.txt.
+Writes benchmarks/results/speed.{md,json} and speed_profile.txt (NAME.* with --name NAME).
 """
 
 from __future__ import annotations
@@ -125,6 +125,8 @@ def main(argv=None):
     ap.add_argument("--impls", nargs="+",
                     default=["pyro", "plain", "authors", "authors-full", "naive", "vae",
                              "pyro-bf16", "authors-bf16"])
+    ap.add_argument("--name", default="speed",
+                    help="results/NAME.{md,json} and NAME_profile.txt (default: speed)")
     ap.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._child:
@@ -152,12 +154,23 @@ def main(argv=None):
     rates = decoder_rate(args.threads)
     prof = profile_zeisel(args.threads)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "speed.json").write_text(json.dumps(dict(rows=rows, rates=rates), indent=1))
-    (RESULTS / "speed_profile.txt").write_text(
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(dict(rows=rows, rates=rates), indent=1))
+    (RESULTS / f"{args.name}_profile.txt").write_text(
         "torch.profiler, 2 SVI steps of pyro_sparse at the Zeisel-like shape, "
         f"{args.threads} thread(s)\n\n" + prof)
-    (RESULTS / "speed.md").write_text(report(rows, rates, args, time.time() - t0))
+    (RESULTS / f"{args.name}.md").write_text(report(rows, rates, args, time.time() - t0))
     print(report(rows, rates, args, time.time() - t0))
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (the platform module does not give it)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def report(rows, rates, args, elapsed) -> str:
@@ -175,7 +188,9 @@ def report(rows, rates, args, elapsed) -> str:
              f"median of {args.rounds} interleaved rounds, each implementation in a fresh "
              f"process (run took {elapsed:.0f} s).",
              f"Command: `.venv/bin/python benchmarks/speed.py --rounds {args.rounds} "
-             f"--threads {args.threads}`\n",
+             f"--threads {args.threads} --shapes {' '.join(args.shapes)} "
+             f"--impls {' '.join(args.impls)} --name {args.name}`\n",
+             f"CPU: {_cpu_model()}.\n",
              "Seconds per epoch = seconds per step x steps per epoch (ceil(N / batch)). "
              "Peak memory is the process's peak RSS (includes ~the data and Python/torch, "
              "~300-400 MB).\n",

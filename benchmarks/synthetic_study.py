@@ -69,6 +69,13 @@ VARIANTS = {
                                                        "factor_correlation": True,
                                                        "lkj_concentration": 5.0,
                                                        "n_restarts": 5}),
+    # the same with each restart's chosen support fine-tuned 3 x epochs more before the
+    # restarts are compared (2026-12-02: unfinished sparse fits lost to dense ones)
+    "SparseVAE-corr5-refine-restarts5-polish3": ("SparseVAE", {"refine_support": True,
+                                                               "factor_correlation": True,
+                                                               "lkj_concentration": 5.0,
+                                                               "n_restarts": 5,
+                                                               "refine_polish": 3.0}),
 }
 DEFAULT_VARIANTS = ["SparseVAE", "SparseVAE-Slab", "VAE", "beta-VAE(2)", "beta-VAE(4)"]
 # the default Sparse VAE with PyTorch's fp32 matmuls run on bf16 inputs

@@ -221,7 +221,7 @@ def _make_estimator(a):
                      lambda0=a.lambda0, lambda1=a.lambda1, w_guide=a.w_guide,
                      refine_support=a.refine_support, n_restarts=a.restarts,
                      factor_correlation=a.factor_correlation,
-                     lkj_concentration=a.lkj_concentration)
+                     lkj_concentration=a.lkj_concentration, refine_polish=a.refine_polish)
 
 
 def cmd_fit(a) -> int:
@@ -239,6 +239,8 @@ def cmd_fit(a) -> int:
     if a.refine_support and (a.model == "vae" or a.checkpoint_every or a.resume):
         raise UsageError("--refine-support needs --model sparse and does not combine with "
                          "--checkpoint-every or --resume")
+    if a.refine_polish and not a.refine_support:
+        raise UsageError("--refine-polish needs --refine-support")
     if a.restarts > 1 and (a.checkpoint_every or a.resume):
         raise UsageError("--restarts > 1 does not combine with --checkpoint-every or --resume "
                          "(fit restarts one by one with --seed instead)")
@@ -406,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="independent fits (seeds S, S+1, ...); the best ELBO is kept, or with "
                         "--refine-support the sparsest within one SE of the best held-out "
                         "log-likelihood")
+    f.add_argument("--refine-polish", type=_positive_float("--refine-polish"), default=0.0,
+                   metavar="P",
+                   help="with --refine-support: fine-tune each restart's chosen support P x "
+                        "epochs more before the restarts are compared (3 is what "
+                        "benchmarks/README.md measured)")
     f.add_argument("--factor-correlation", action="store_true",
                    help="learn a factor correlation matrix (z ~ N(0, R), R ~ LKJ)")
     f.add_argument("--lkj-concentration", type=_positive_float("--lkj-concentration"),

@@ -155,6 +155,9 @@ BAD = {
     "refine with checkpoints": (["fit", "data.csv", "--factors", 2, "--out", "o",
                                  "--refine-support", "--checkpoint-every", 1],
                                 "--refine-support needs --model sparse and does not combine"),
+    "polish without refinement": (["fit", "data.csv", "--factors", 2, "--out", "o",
+                                   "--refine-polish", 1],
+                                  "--refine-polish needs --refine-support"),
     "restarts with checkpoints": (["fit", "data.csv", "--factors", 2, "--out", "o",
                                    "--restarts", 2, "--checkpoint-every", 1],
                                   "--restarts > 1 does not combine"),
@@ -217,16 +220,19 @@ def test_refine_support_flag(work):
 def test_restarts_with_refinement_and_factor_correlation(work):
     r = run("fit", "data.csv", "--factors", 2, "--out", "restarted", "--epochs", 3,
             "--refine-support", "--restarts", 2, "--factor-correlation",
-            "--lkj-concentration", 5, "--seed", 3, "--no-progress", cwd=work)
+            "--lkj-concentration", 5, "--refine-polish", 1, "--seed", 3, "--no-progress",
+            cwd=work)
     assert r.returncode == 0, r.stderr
     metrics = json.loads((work / "restarted" / "metrics.json").read_text())
     ref = metrics["refinement"]
     assert ref["restart_seeds"] == [3, 4] and ref["chosen_restart"] in (0, 1)
+    assert ref["polish_epochs"] == 3
     best = int(np.argmax(ref["restart_heldout_loglik"]))
     sizes = ref["restart_support_size"]
     assert ref["chosen_restart"] == best or sizes[ref["chosen_restart"]] < sizes[best]
     m = ps.load_model(work / "restarted" / "model")
     assert m.n_restarts == 2 and m.factor_correlation and m.lkj_concentration == 5.0
+    assert m.refine_polish == 1.0
 
 
 def test_warnings_not_errors(work):

@@ -297,6 +297,28 @@ def test_refine_support_with_restarts_uses_the_one_se_rule(data):
     assert "restart_seeds" not in one
 
 
+def test_refine_polish_fine_tunes_the_chosen_support_before_restarts_are_compared(data):
+    kw = dict(n_factors=3, hidden_dim=8, refine_support=True, validation_fraction=0.25,
+              n_restarts=2)
+    plain = ps.SparseVAE(**kw).fit(data.X, epochs=6, seed=4, progress=False).refinement_
+    m = ps.SparseVAE(refine_polish=1.5, **kw).fit(data.X, epochs=6, seed=4, progress=False)
+    r = m.refinement_
+    assert plain["polish_epochs"] == 0 and "polished_heldout_loglik" not in plain
+    assert r["polish_epochs"] == 9
+    # the candidate stage is untouched; the restarts are compared on the polished scores
+    c = r["chosen_restart"]
+    assert r["restart_heldout_loglik"][c] == pytest.approx(r["polished_heldout_loglik"])
+    assert r["restart_heldout_loglik_se"][c] == pytest.approx(r["polished_heldout_loglik_se"])
+    assert r["polished_heldout_loglik"] != pytest.approx(r["heldout_loglik"][r["chosen"]])
+    if c == plain["chosen_restart"]:
+        assert r["heldout_loglik"] == pytest.approx(plain["heldout_loglik"])
+    # polishing keeps the chosen support: loadings outside it stay exactly 0
+    assert int((m.loadings_ != 0).sum()) <= r["restart_support_size"][c]
+    assert m.get_params()["refine_polish"] == 1.5
+    with pytest.raises(ValueError, match="refine_polish must be >= 0"):
+        ps.SparseVAE(refine_support=True, refine_polish=-1.0)
+
+
 def test_refine_support_bad_settings(data, tmp_path):
     with pytest.raises(ValueError, match="refine_support needs w_guide='map'"):
         ps.SparseVAE(refine_support=True, w_guide="meanfield")

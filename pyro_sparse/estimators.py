@@ -848,19 +848,26 @@ class SparseVAE(_Estimator):
         share = effect_share(self._decode, z_nk, base_guide.globals_guide._W_point().detach())
         cands = candidate_supports(S0, share)
         x_fit = as_rows(fit_arr, dev)
+
+        def tune_and_score(model, guide, n_epochs, tune_seed, desc):
+            # fine-tune on the fit rows, then per-row log-likelihoods of the held-out rows
+            with _local_params():
+                fit_svi(model, guide, x_fit, epochs=n_epochs, batch_size=batch_size, lr=ft_lr,
+                        seed=tune_seed, progress=progress, desc=desc)
+            self.model_, self.guide_ = model.eval(), guide.eval()
+            try:
+                return self.log_likelihood(heldout_arr, num_samples=1, n_particles=32,
+                                           seed=seed)[0]
+            finally:
+                self.model_, self.guide_ = base_model, base_guide
+
         scores, fitted = [], []
         for i, (_, S) in enumerate(cands):
             model, guide = copy.deepcopy(base_model), copy.deepcopy(base_guide)
             guide.globals_guide.restrict_support(S)
-            with _local_params():
-                fit_svi(model, guide, x_fit, epochs=ft_epochs, batch_size=batch_size, lr=ft_lr,
-                        seed=seed + 1000 + i, progress=progress,
-                        desc=f"refine {i + 1}/{len(cands)}")
-            self.model_, self.guide_ = model.eval(), guide.eval()
-            scores.append(self.log_likelihood(heldout_arr, num_samples=1, n_particles=32,
-                                              seed=seed)[0])
+            scores.append(tune_and_score(model, guide, ft_epochs, seed + 1000 + i,
+                                         f"refine {i + 1}/{len(cands)}"))
             fitted.append((model, guide))
-        self.model_, self.guide_ = base_model, base_guide
         sizes = [int(S.sum()) for _, S in cands]
         c = one_se_choice(scores, sizes)
         n = len(scores[0])
@@ -876,14 +883,7 @@ class SparseVAE(_Estimator):
             # fine-tune the chosen support further before it is scored against other
             # restarts: after ft_epochs a sparse support is further from its optimum than a
             # dense one, and comparing unfinished fits favours the dense (benchmarks/README)
-            model, guide = fitted[c]
-            with _local_params():
-                fit_svi(model, guide, x_fit, epochs=polish_epochs, batch_size=batch_size,
-                        lr=ft_lr, seed=seed + 3000, progress=progress, desc="refine: polish")
-            self.model_, self.guide_ = model.eval(), guide.eval()
-            chosen_n = self.log_likelihood(heldout_arr, num_samples=1, n_particles=32,
-                                           seed=seed)[0]
-            self.model_, self.guide_ = base_model, base_guide
+            chosen_n = tune_and_score(*fitted[c], polish_epochs, seed + 3000, "refine: polish")
             info.update(polish_epochs=polish_epochs,
                         polished_heldout_loglik=float(np.mean(chosen_n)),
                         polished_heldout_loglik_se=se_of(chosen_n))

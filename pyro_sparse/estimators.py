@@ -741,9 +741,10 @@ class SparseVAE(_Estimator):
     validation_fraction : float
         Share of the rows held out for ``refine_support``.
     refine_polish : float
-        With ``refine_support``: the chosen support of each fit is fine-tuned for a further
-        ``refine_polish * epochs`` epochs (at ``lr / 10``, on the rows the fit used) and
-        scored on the held-out rows again before restarts are compared (0: not polished).
+        Needs ``refine_support`` (a ValueError otherwise): the chosen support of each fit
+        is fine-tuned for a further ``refine_polish * epochs`` epochs (at ``lr / 10``, on
+        the rows the fit used) and scored on the held-out rows again before restarts are
+        compared (0: not polished).
         A sparse support is further from its optimum after the short fine-tune than a dense
         one, so unpolished scores favour dense, rotated restarts.
 
@@ -817,6 +818,9 @@ class SparseVAE(_Estimator):
         self.refine_polish = _check_float(refine_polish, "refine_polish", 0.0, True)
         if self.refine_support and w_guide != "map":
             raise ValueError(f"refine_support needs w_guide='map', got {w_guide!r}")
+        if self.refine_polish > 0 and not self.refine_support:
+            raise ValueError(f"refine_polish={self.refine_polish} needs refine_support=True "
+                             "(it fine-tunes the support the refinement chose)")
 
     def _w_guide(self):
         return self.w_guide

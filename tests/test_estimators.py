@@ -317,6 +317,8 @@ def test_refine_polish_fine_tunes_the_chosen_support_before_restarts_are_compare
     assert m.get_params()["refine_polish"] == 1.5
     with pytest.raises(ValueError, match="refine_polish must be >= 0"):
         ps.SparseVAE(refine_support=True, refine_polish=-1.0)
+    with pytest.raises(ValueError, match="refine_polish=2.0 needs refine_support=True"):
+        ps.SparseVAE(refine_polish=2.0)
 
 
 def test_refine_support_bad_settings(data, tmp_path):

@@ -86,7 +86,8 @@ def simulate(seed, n=2000, n_features=24, n_factors=3, hidden=20, lambda0=10.0, 
 
 
 def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen",
-          exact_zeros=False, unit_signal=False, epochs=200):
+          exact_zeros=False, unit_signal=False, epochs=200, fit_factors=None,
+          fit_init="random"):
     """Row label of one setting, e.g. ``lowrank (2 restarts, random start)``."""
     learned = decoder == "learned"
     notes = [n for n, on in (("no rescale", not rescale),
@@ -95,7 +96,9 @@ def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen
                              ("decoder learned, SparseVAE.fit", learned),
                              ("spike entries 0", exact_zeros),
                              ("unit signal per feature", unit_signal),
-                             (f"{epochs} epochs", epochs != 200)) if on]
+                             (f"{epochs} epochs", epochs != 200),
+                             (f"K={fit_factors} fitted", fit_factors is not None),
+                             ("factor-analysis start", fit_init != "random")) if on]
     return guide_name + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -140,13 +143,13 @@ def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, res
     return gg.sample_W(2000).numpy(), gg.inclusion_probs().numpy(), mu
 
 
-def _fit_learned(x, K, seed, guide_name, epochs, lambda0, lambda1, restarts):
+def _fit_learned(x, K, seed, guide_name, epochs, lambda0, lambda1, restarts, fit_init="random"):
     """The whole model learned by ``SparseVAE.fit`` with its defaults (b = G), as a user runs
-    it; returns no W draws."""
+    it, with ``K`` factors and start ``fit_init``; returns no W draws."""
     import pyro_sparse as ps
 
     est = ps.SparseVAE(n_factors=K, hidden_dim=20, lambda0=lambda0, lambda1=lambda1,
-                       w_guide=guide_name, n_restarts=restarts)
+                       w_guide=guide_name, n_restarts=restarts, init=fit_init)
     with warnings.catch_warnings():  # recorded below instead
         warnings.simplefilter("ignore", ps.ConvergenceWarning)
         est.fit(x.numpy(), epochs=epochs, batch_size=200, lr=1e-2, seed=seed * 100,
@@ -165,10 +168,13 @@ def fit_one(args):
     """One replicate x one setting: per-entry rows (true W, q mean, q sd, p*, gamma).
 
     With ``decoder="learned"`` the scale and sign of W are not identified, so only p* and
-    factor recovery are scored (the interval columns are NaN).
+    factor recovery are scored (the interval columns are NaN). With ``fit_factors`` > K
+    (decoder learned) the fitted factors left over after matching count as true zeros:
+    their entries are rows with ``gamma`` False (k >= K), so a used surplus factor costs
+    precision and reliability.
     """
     (seed, guide_name, epochs, lambda0, lambda1, restarts, init_truth, rescale, decoder,
-     exact_zeros, unit_signal) = args
+     exact_zeros, unit_signal, fit_factors, fit_init) = args
     import torch
 
     torch.set_num_threads(1)
@@ -181,30 +187,39 @@ def fit_one(args):
                                    restarts, init_truth, rescale)
         flags = {}
     else:
-        draws, p, mu, flags = _fit_learned(x, K, seed, guide_name, epochs, lambda0, lambda1,
-                                           restarts)
+        draws, p, mu, flags = _fit_learned(x, fit_factors or K, seed, guide_name, epochs,
+                                           lambda0, lambda1, restarts, fit_init)
     seconds = time.perf_counter() - t0
     # the factors' order and signs are not identified (z_k -> -z_k with W_:k -> -W_:k
     # leaves everything unchanged even with the network fixed): match each true factor to an
     # encoder factor (Hungarian on |corr| of encoder means and true z) and take its sign
     from scipy.optimize import linear_sum_assignment
 
+    Kf = mu.shape[1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        c = np.nan_to_num(np.corrcoef(mu.T, z.numpy().T)[:K, K:])  # collapsed factor: 0
+        c = np.nan_to_num(np.corrcoef(mu.T, z.numpy().T)[:Kf, Kf:])  # collapsed factor: 0
     fit_idx, true_idx = linear_sum_assignment(-np.abs(c))
     of_true = fit_idx[np.argsort(true_idx)]  # encoder factor matched to true factor k
     matched = c[of_true, np.arange(K)]
     sign = np.where(matched < 0, -1.0, 1.0)
     ordered = bool((of_true == np.arange(K)).all())  # the identity matching
     recovered = bool(np.abs(matched).min() >= 0.9)  # every true factor found
+    surplus = np.setdiff1d(np.arange(Kf), of_true)  # fitted factors no true one matched
+    p_surplus = p[:, surplus]
     p = p[:, of_true]
     if draws is not None:
         draws = draws[:, :, of_true] * sign
     rows = []
+    name = label(guide_name, rescale, restarts, init_truth, decoder, exact_zeros, unit_signal,
+                 epochs, fit_factors, fit_init)
     for gi in range(G):
+        for j in range(len(surplus)):
+            rows.append(dict(seed=seed, guide=name, g=gi, k=K + j, W_true=0.0, gamma=False,
+                             q_mean=np.nan, q_sd=np.nan, p_star=float(p_surplus[gi, j]),
+                             in50=np.nan, in90=np.nan, ordered=ordered, recovered=recovered,
+                             seconds=seconds, **flags))
         for k in range(K):
-            row = dict(seed=seed, guide=label(guide_name, rescale, restarts, init_truth,
-                                              decoder, exact_zeros, unit_signal, epochs),
+            row = dict(seed=seed, guide=name,
                        g=gi, k=k, W_true=float(W[gi, k]), gamma=bool(gamma[gi, k]),
                        q_mean=np.nan, q_sd=np.nan, p_star=float(p[gi, k]), in50=np.nan,
                        in90=np.nan, ordered=ordered, recovered=recovered, seconds=seconds,
@@ -365,11 +380,18 @@ def main(argv=None):
     ap.add_argument("--unit-signal", action="store_true",
                     help="scale every feature's head to signal sd 1 (default: one scale for "
                          "all heads, median feature at 1)")
+    ap.add_argument("--fit-factors", type=int, default=None,
+                    help="--decoder learned: factors to fit (default: the true 3); surplus "
+                         "fitted factors are scored as true zeros")
+    ap.add_argument("--fit-init", choices=["random", "factor_analysis"], default="random",
+                    help="--decoder learned: SparseVAE(init=...), the start of each fit")
     ap.add_argument("--lambda0", type=float, default=10.0)
     ap.add_argument("--lambda1", type=float, default=1.0)
     ap.add_argument("--name", default="calibration")
     ap.add_argument("--render", nargs="*", help="only render these CSVs (concatenated)")
     args = ap.parse_args(argv)
+    if args.decoder == "frozen" and (args.fit_factors or args.fit_init != "random"):
+        ap.error("--fit-factors and --fit-init need --decoder learned")
     RESULTS.mkdir(exist_ok=True)
     if args.render:
         df = pd.concat([pd.read_csv(f) for f in args.render], ignore_index=True)
@@ -377,7 +399,7 @@ def main(argv=None):
         return 0
     tasks = [(s, gname, args.epochs, args.lambda0, args.lambda1, args.restarts,
               args.init == "truth", not args.no_rescale, args.decoder, args.exact_zeros,
-              args.unit_signal)
+              args.unit_signal, args.fit_factors, args.fit_init)
              for gname in args.guides for s in range(args.reps)]
     with ProcessPoolExecutor(args.jobs) as ex:
         rows = [r for rs in ex.map(fit_one, tasks) for r in rs]

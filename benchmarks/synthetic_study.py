@@ -76,6 +76,12 @@ VARIANTS = {
                                                                "lkj_concentration": 5.0,
                                                                "n_restarts": 5,
                                                                "refine_polish": 3.0}),
+    # a varimax-rotated factor analysis as the start (encoder pretrained to its scores, W at
+    # its loadings; 2026-12-02: against split / collapsed factors on model-simulated data)
+    "SparseVAE-fainit": ("SparseVAE", {"init": "factor_analysis"}),
+    "SparseVAE-corr5-fainit": ("SparseVAE", {"factor_correlation": True,
+                                             "lkj_concentration": 5.0,
+                                             "init": "factor_analysis"}),
 }
 DEFAULT_VARIANTS = ["SparseVAE", "SparseVAE-Slab", "VAE", "beta-VAE(2)", "beta-VAE(4)"]
 # the default Sparse VAE with PyTorch's fp32 matmuls run on bf16 inputs

@@ -221,7 +221,8 @@ def _make_estimator(a):
                      lambda0=a.lambda0, lambda1=a.lambda1, w_guide=a.w_guide,
                      refine_support=a.refine_support, n_restarts=a.restarts,
                      factor_correlation=a.factor_correlation,
-                     lkj_concentration=a.lkj_concentration, refine_polish=a.refine_polish)
+                     lkj_concentration=a.lkj_concentration, refine_polish=a.refine_polish,
+                     init=a.init)
 
 
 def cmd_fit(a) -> int:
@@ -244,8 +245,10 @@ def cmd_fit(a) -> int:
     if a.restarts > 1 and (a.checkpoint_every or a.resume):
         raise UsageError("--restarts > 1 does not combine with --checkpoint-every or --resume "
                          "(fit restarts one by one with --seed instead)")
-    if a.model == "vae" and (a.factor_correlation or a.lkj_concentration != 1.0):
-        raise UsageError("--factor-correlation and --lkj-concentration need --model sparse")
+    if a.model == "vae" and (a.factor_correlation or a.lkj_concentration != 1.0
+                             or a.init != "random"):
+        raise UsageError("--factor-correlation, --lkj-concentration and --init need --model "
+                         "sparse")
     if a.resume and not ck.is_file():
         raise UsageError(f"--resume: no checkpoint at {ck} (an interrupted fit with "
                          "--checkpoint-every leaves one)")
@@ -419,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=1.0, metavar="C",
                    help="LKJ shape of --factor-correlation (1 uniform; 5 disfavours "
                         "near-duplicate factors)")
+    f.add_argument("--init", choices=("random", "factor_analysis"), default="random",
+                   help="start of each fit: random, or a varimax-rotated factor analysis "
+                        "(encoder pretrained to its scores, W at its loadings)")
     f.add_argument("--seed", type=_nonneg_int("--seed"), default=0, metavar="S")
     f.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     f.add_argument("--heldout", type=_fraction, default=0.0, metavar="FRACTION",

@@ -21,10 +21,12 @@ import torch
 from .distributions import PSTAR_VARIANTS, calibrate_sigma_prior, estimated_support
 from .guides import W_GUIDES, make_guide
 from .infer import (
+    INITS,
     ConvergenceWarning,
     as_rows,
     candidate_supports,
     effect_share,
+    factor_analysis_init,
     fit_svi,
     full_data_loss,
     loss_trend,
@@ -261,8 +263,11 @@ class _Estimator:
                 guide.globals_guide.init_sigma(torch.as_tensor(col_sd, dtype=torch.float32,
                                                                device=dev))
             guide.local_guide.set_fill(col_mean)
+            init_info = None
             if resume_state is not None:
                 _load_state(model, guide, resume_state[0])
+            else:
+                init_info = self._initialise(guide, x_ng, s)
             save = None
             if checkpoint_every:
                 def save(done, snapshot, model=model, guide=guide):
@@ -278,6 +283,8 @@ class _Estimator:
                                if self.n_restarts > 1 else type(self).__name__,
                                resume_state=resume_state, on_epoch_end=save)
                 post = self._after_fit(model, guide, x_ng)
+            if init_info is not None:
+                post = dict(post, init=init_info)
             fit = dict(model=model, guide=guide, hist=hist, seed=s, post=post, cand=None)
             if heldout_arr is not None and self.n_restarts > 1:
                 # restarts are compared where refinement compares supports: on the held-out
@@ -332,6 +339,10 @@ class _Estimator:
                     restart_support_size=[f["cand"]["size"] for f in refined],
                     chosen_restart=int(chosen))
         return self
+
+    def _initialise(self, guide, x_ng, seed):
+        # a start other than the random one; returns what it did (for fit_info_) or None
+        return None
 
     def _adopt(self, model, guide, cfg, arr, names, dev):
         # make (model, guide) the estimator's fitted state
@@ -745,6 +756,13 @@ class SparseVAE(_Estimator):
         is fine-tuned for a further ``refine_polish * epochs`` epochs (at ``lr / 10``, on
         the rows the fit used) and scored on the held-out rows again before restarts are
         compared (0: not polished).
+    init : {"random", "factor_analysis"}
+        Where each fit starts. ``"random"``: random networks and W. ``"factor_analysis"``:
+        a factor analysis of what the encoder sees, varimax-rotated, first; the encoder
+        means are pretrained to its scores and W starts at its loadings (see
+        :func:`pyro_sparse.infer.factor_analysis_init`); ``fit_info_["init"]`` records it.
+        Against the split and collapsed factors a random start often ends in; over-specify
+        ``n_factors`` with it.
         A sparse support is further from its optimum after the short fine-tune than a dense
         one, so unpolished scores favour dense, rotated restarts.
 
@@ -782,7 +800,7 @@ class SparseVAE(_Estimator):
     _param_names = ("n_factors", "likelihood", "hidden_dim", "lambda0", "lambda1", "a", "b",
                     "w_guide", "warmup", "spike_anneal", "n_restarts", "factor_correlation",
                     "lkj_concentration", "pstar", "marginalize", "library", "refine_support",
-                    "validation_fraction", "refine_polish")
+                    "validation_fraction", "refine_polish", "init")
 
     def __init__(self, n_factors: int = 5, likelihood: str = "normal", hidden_dim: int = 50,
                  lambda0: float = 10.0, lambda1: float = 1.0, a: float = 1.0, b=None,
@@ -791,7 +809,8 @@ class SparseVAE(_Estimator):
                  lkj_concentration: float = 1.0,
                  pstar: str = "standard", marginalize: str = "mixture",
                  library: str = "composition", refine_support: bool = False,
-                 validation_fraction: float = 0.2, refine_polish: float = 0.0):
+                 validation_fraction: float = 0.2, refine_polish: float = 0.0,
+                 init: str = "random"):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.likelihood = check_likelihood(likelihood)
         self.library = check_library(library)
@@ -821,9 +840,17 @@ class SparseVAE(_Estimator):
         if self.refine_polish > 0 and not self.refine_support:
             raise ValueError(f"refine_polish={self.refine_polish} needs refine_support=True "
                              "(it fine-tunes the support the refinement chose)")
+        if not isinstance(init, str) or init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+        self.init = init
 
     def _w_guide(self):
         return self.w_guide
+
+    def _initialise(self, guide, x_ng, seed):
+        if self.init == "random":
+            return None
+        return dict(factor_analysis_init(guide, x_ng, seed=seed), method=self.init)
 
     def _split_for_refinement(self, arr, seed, checkpoint):
         if not self.refine_support:

@@ -42,7 +42,7 @@ def test_speed_impls_take_a_finite_step(impl, _restore_matmul_precision):
 @pytest.mark.parametrize("decoder", ["frozen", "learned"])
 def test_calibration_fit_one_rows(decoder):
     rows = calibration.fit_one((0, "meanfield", 2, 10.0, 1.0, 1, False, True, decoder,
-                                  decoder == "learned", False))
+                                  decoder == "learned", False, None, "random"))
     assert len(rows) == 24 * 3
     r = rows[0]
     assert {"W_true", "gamma", "p_star", "in90", "recovered"} <= set(r)
@@ -55,6 +55,17 @@ def test_calibration_fit_one_rows(decoder):
     assert summ[0]["reps"] == 1 and 0.0 <= summ[0]["brier"] <= 1.0
     assert (summ[0]["a1"] == "-") == (decoder == "frozen")
     assert 0.0 <= summ[0]["f1"] <= 1.0
+
+
+def test_calibration_surplus_factors_are_scored_as_true_zeros():
+    # K=5 fitted for 3 true factors, factor-analysis start: the two left over after
+    # matching add rows with gamma False, so their used entries are false positives
+    rows = pd.DataFrame(calibration.fit_one((0, "map", 2, 10.0, 1.0, 1, False, True, "learned",
+                                             True, True, 5, "factor_analysis")))
+    assert len(rows) == 24 * 5
+    extra = rows[rows["k"] >= 3]
+    assert len(extra) == 24 * 2 and not extra["gamma"].any() and (extra["W_true"] == 0).all()
+    assert rows["guide"].iloc[0].endswith("K=5 fitted, factor-analysis start)")
 
 
 def test_simulate_exact_zeros_keeps_the_draws_on_the_support():
@@ -71,7 +82,7 @@ def test_simulate_exact_zeros_keeps_the_draws_on_the_support():
 @pytest.mark.parametrize("guide", ["map", "meanfield"])
 def test_calibration_truth_start_starts_at_the_truth(guide):
     rows = pd.DataFrame(calibration.fit_one((0, guide, 1, 10.0, 1.0, 1, True, False, "frozen",
-                                             False, False)))
+                                             False, False, None, "random")))
     # one epoch (10 Adam steps at lr 0.01) moves no entry far from where it started
     err = (rows["q_mean"] - rows["W_true"]).abs()
     assert rows["ordered"].all() and err.max() < 0.2

@@ -158,6 +158,8 @@ BAD = {
     "polish without refinement": (["fit", "data.csv", "--factors", 2, "--out", "o",
                                    "--refine-polish", 1],
                                   "--refine-polish needs --refine-support"),
+    "init for the VAE": (["fit", "data.csv", "--factors", 2, "--out", "o", "--model", "vae",
+                          "--init", "factor_analysis"], "--init need --model sparse"),
     "restarts with checkpoints": (["fit", "data.csv", "--factors", 2, "--out", "o",
                                    "--restarts", 2, "--checkpoint-every", 1],
                                   "--restarts > 1 does not combine"),
@@ -165,7 +167,7 @@ BAD = {
                       "--restarts"),
     "correlation on the vae": (["fit", "data.csv", "--factors", 2, "--out", "o", "--model",
                                 "vae", "--factor-correlation"],
-                               "--factor-correlation and --lkj-concentration need"),
+                               "--factor-correlation, --lkj-concentration and --init need"),
     "heldout out of range": (["fit", "data.csv", "--factors", 2, "--out", "o", "--heldout",
                               "1.5"], "--heldout is a fraction"),
 }
@@ -221,7 +223,7 @@ def test_restarts_with_refinement_and_factor_correlation(work):
     r = run("fit", "data.csv", "--factors", 2, "--out", "restarted", "--epochs", 3,
             "--refine-support", "--restarts", 2, "--factor-correlation",
             "--lkj-concentration", 5, "--refine-polish", 1, "--seed", 3, "--no-progress",
-            cwd=work)
+            "--init", "factor_analysis", cwd=work)
     assert r.returncode == 0, r.stderr
     metrics = json.loads((work / "restarted" / "metrics.json").read_text())
     ref = metrics["refinement"]
@@ -232,7 +234,7 @@ def test_restarts_with_refinement_and_factor_correlation(work):
     assert ref["chosen_restart"] == best or sizes[ref["chosen_restart"]] < sizes[best]
     m = ps.load_model(work / "restarted" / "model")
     assert m.n_restarts == 2 and m.factor_correlation and m.lkj_concentration == 5.0
-    assert m.refine_polish == 1.0
+    assert m.refine_polish == 1.0 and m.init == "factor_analysis"
 
 
 def test_warnings_not_errors(work):

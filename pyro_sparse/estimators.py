@@ -758,8 +758,9 @@ class SparseVAE(_Estimator):
         compared (0: not polished).
     init : {"random", "factor_analysis"}
         Where each fit starts. ``"random"``: random networks and W. ``"factor_analysis"``:
-        a factor analysis of what the encoder sees, varimax-rotated, first; the encoder
-        means are pretrained to its scores and W starts at its loadings (see
+        a factor analysis of what the encoder sees (as many factors as BIC picks, at most
+        ``n_factors``), varimax-rotated, first; those encoder means are pretrained to its
+        scores and those columns of W start at its loadings (see
         :func:`pyro_sparse.infer.factor_analysis_init`); ``fit_info_["init"]`` records it.
         Against the split and collapsed factors a random start often ends in; over-specify
         ``n_factors`` with it.

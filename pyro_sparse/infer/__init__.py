@@ -5,7 +5,7 @@ factors and loadings, and a convergence check on the loss history."""
 from .checkpoint import read_checkpoint, write_checkpoint
 from .convergence import ConvergenceWarning, loss_trend
 from .data import SparseRows, as_rows, row_batches
-from .initialization import INITS, encoder_view, factor_analysis_init, varimax
+from .initialization import INITS, encoder_view, fa_bic, factor_analysis_init, varimax
 from .refine import REFINE_THRESHOLDS, candidate_supports, effect_share, one_se_choice
 from .scale_symmetry import factor_moments, optimal_log_scales, rescale_factors, scale_objective
 from .svi import fit_svi, full_data_loss, make_elbo, resolve_device, warmup_weight
@@ -34,5 +34,6 @@ __all__ = [
     "encoder_view",
     "factor_analysis_init",
     "varimax",
+    "fa_bic",
     "ConvergenceWarning",
 ]

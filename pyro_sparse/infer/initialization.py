@@ -5,6 +5,8 @@ leaves another uncarried (posterior collapse; ``benchmarks/README.md``, calibrat
 factor analysis of what the encoder sees, rotated towards a sparse pattern (varimax), often
 finds those factors already; :func:`factor_analysis_init` starts the SVI fit from it:
 
+- the number of factors of the analysis is chosen by BIC (at most K; an over-specified K
+  keeps its surplus factors at their random start);
 - the encoder means are regressed onto the standardised factor-analysis scores (a short
   least-squares pretraining of the encoder, minibatch Adam);
 - W starts at the rotated loadings, each column scaled to a largest magnitude of 1
@@ -20,7 +22,7 @@ import torch
 
 from ..likelihoods import encoder_input
 
-__all__ = ["factor_analysis_init", "encoder_view", "varimax", "INITS"]
+__all__ = ["factor_analysis_init", "encoder_view", "varimax", "fa_bic", "INITS"]
 
 #: starts of a fit (see ``SparseVAE(init=...)``)
 INITS = ("random", "factor_analysis")
@@ -90,14 +92,45 @@ def varimax(L_gk: np.ndarray, max_iter: int = 500, tol: float = 1e-10):
     return L_gk @ R_kk, R_kk
 
 
+def _standardise(v_ng: np.ndarray) -> np.ndarray:
+    sd_g = v_ng.std(0)
+    return (v_ng - v_ng.mean(0)) / np.where(sd_g > 0, sd_g, 1.0)  # constant columns: 0
+
+
+def fa_bic(v_ng: np.ndarray, max_factors: int, seed: int = 0) -> np.ndarray:
+    """BIC of a factor analysis of the standardised columns with 1..``max_factors`` factors.
+
+    Parameters
+    ----------
+    v_ng : numpy.ndarray, shape (N, G)
+        Data (each column is standardised first).
+    max_factors : int
+        Largest number of factors tried.
+    seed : int
+        ``random_state`` of scikit-learn's FactorAnalysis.
+
+    Returns
+    -------
+    numpy.ndarray, shape (max_factors,)
+        ``-2 log L + log(N) p`` with p = G k - k (k - 1) / 2 + G free parameters (loadings up
+        to rotation, and the noise variances) for k = 1..max_factors.
+    """
+    from sklearn.decomposition import FactorAnalysis
+
+    x = _standardise(v_ng)
+    N, G = x.shape
+    out = []
+    for k in range(1, int(max_factors) + 1):
+        loglik = FactorAnalysis(k, random_state=seed).fit(x).score(x) * N
+        out.append(-2.0 * loglik + np.log(N) * (G * k - k * (k - 1) / 2 + G))
+    return np.asarray(out)
+
+
 def _varimax_fa(v_ng: np.ndarray, n_factors: int, seed: int):
     from sklearn.decomposition import FactorAnalysis
 
-    mean_g = v_ng.mean(0)
-    sd_g = v_ng.std(0)
-    sd_g = np.where(sd_g > 0, sd_g, 1.0)  # a constant column carries no factor
     fa = FactorAnalysis(n_factors, random_state=seed)
-    s_nk = fa.fit_transform((v_ng - mean_g) / sd_g)
+    s_nk = fa.fit_transform(_standardise(v_ng))
     L_gk, R_kk = varimax(fa.components_.T)
     s_nk = s_nk @ R_kk  # x ~ s L^T = (s R)(L R)^T for an orthogonal R
     s_sd = s_nk.std(0)
@@ -105,8 +138,8 @@ def _varimax_fa(v_ng: np.ndarray, n_factors: int, seed: int):
     return s_nk, L_gk  # scores (N, K), loadings (G, K)
 
 
-def factor_analysis_init(guide, x_ng, *, steps: int = 300, batch_size: int = 200,
-                         lr: float = 1e-2, seed: int = 0) -> dict:
+def factor_analysis_init(guide, x_ng, *, n_fa_factors="bic", steps: int = 300,
+                         batch_size: int = 200, lr: float = 1e-2, seed: int = 0) -> dict:
     """Start ``guide`` from a varimax-rotated factor analysis of the data.
 
     Parameters
@@ -116,6 +149,12 @@ def factor_analysis_init(guide, x_ng, *, steps: int = 300, batch_size: int = 200
         and, when the model has W, the W point estimate or variational means).
     x_ng : torch.Tensor or SparseRows, shape (N, G)
         Training rows on the guide's device (NaN marks a missing entry).
+    n_fa_factors : int or "bic"
+        How many of the K factors start from the factor analysis (the first ones; the
+        others keep their random start and are left out of the pretraining). ``"bic"``:
+        the number between 1 and K with the smallest BIC (:func:`fa_bic`; K factor
+        analyses), so that an over-specified K does not force a factor analysis with
+        more factors than the data support.
     steps, batch_size, lr : int, int, float
         Adam steps, rows per step and learning rate of the encoder pretraining.
     seed : int
@@ -124,13 +163,16 @@ def factor_analysis_init(guide, x_ng, *, steps: int = 300, batch_size: int = 200
     Returns
     -------
     dict
-        ``pretrain_mse`` (mean squared error of the encoder means against the scores, over
-        all rows, after pretraining; the scores have unit variance) and ``fa_steps``.
+        ``fa_factors`` (how many factors started from it), ``bic`` (per number of factors,
+        with ``"bic"``), ``pretrain_mse`` (mean squared error of those encoder means against
+        the scores, over all rows, after pretraining; the scores have unit variance) and
+        ``fa_steps``.
 
     Raises
     ------
     ValueError
-        When ``steps`` < 1, or there are fewer rows than factors.
+        When ``steps`` < 1, ``n_fa_factors`` is not "bic" or an integer in 1..K, or there
+        are fewer rows than factors.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -140,8 +182,19 @@ def factor_analysis_init(guide, x_ng, *, steps: int = 300, batch_size: int = 200
     if N <= K:
         raise ValueError(f"factor-analysis initialisation needs more rows ({N}) than "
                          f"factors ({K})")
+    if not (n_fa_factors == "bic" or (isinstance(n_fa_factors, (int, np.integer))
+                                      and not isinstance(n_fa_factors, bool)
+                                      and 1 <= n_fa_factors <= K)):
+        raise ValueError(f"n_fa_factors must be 'bic' or an integer in 1..{K}, got "
+                         f"{n_fa_factors!r}")
     v_ng = encoder_view(local, x_ng)
-    s_nk, L_gk = _varimax_fa(v_ng, K, seed)
+    info = {}
+    if n_fa_factors == "bic":
+        bic = fa_bic(v_ng, K, seed)
+        n_fa_factors = int(np.argmin(bic)) + 1
+        info["bic"] = [float(b) for b in bic]
+    k_fa = int(n_fa_factors)
+    s_nk, L_gk = _varimax_fa(v_ng, k_fa, seed)
     dev = local.fill_g.device
     v = torch.as_tensor(v_ng, dtype=torch.float32, device=dev)
     s = torch.as_tensor(s_nk, dtype=torch.float32, device=dev)
@@ -152,17 +205,18 @@ def factor_analysis_init(guide, x_ng, *, steps: int = 300, batch_size: int = 200
     for _ in range(int(steps)):
         idx = torch.randint(0, N, (B,), generator=gen).to(dev)
         loc, _ = enc(v[idx])
-        loss = ((loc - s[idx]) ** 2).mean()
+        loss = ((loc[:, :k_fa] - s[idx]) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     with torch.no_grad():
-        mse = float(((enc(v)[0] - s) ** 2).mean())
+        mse = float(((enc(v)[0][:, :k_fa] - s) ** 2).mean())
     gg = guide.globals_guide
     if getattr(gg, "has_W", False):
         top_k = np.abs(L_gk).max(0)
         W0 = L_gk / np.where(top_k > 0, top_k, 1.0)
         target = gg.W_gk if hasattr(gg, "W_gk") else gg.W_loc_gk
         with torch.no_grad():
-            target.copy_(torch.as_tensor(W0, dtype=target.dtype, device=target.device))
-    return dict(pretrain_mse=mse, fa_steps=int(steps))
+            target[:, :k_fa].copy_(torch.as_tensor(W0, dtype=target.dtype,
+                                                   device=target.device))
+    return dict(fa_factors=k_fa, **info, pretrain_mse=mse, fa_steps=int(steps))

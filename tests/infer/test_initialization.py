@@ -7,7 +7,7 @@ from scipy.optimize import linear_sum_assignment
 
 import pyro_sparse as ps
 from pyro_sparse.guides import make_guide
-from pyro_sparse.infer import SparseRows, encoder_view, factor_analysis_init, varimax
+from pyro_sparse.infer import SparseRows, encoder_view, fa_bic, factor_analysis_init, varimax
 from pyro_sparse.models import SparseVAEModel
 
 
@@ -61,6 +61,7 @@ def test_factor_analysis_start_finds_two_known_blocks(w_guide):
     after, of_true = _matched_abs_corr(loc, z)
     assert after.min() > 0.95 > before.min()
     assert 0 <= info["pretrain_mse"] < 0.1 and info["fa_steps"] == 300
+    assert info["fa_factors"] == 2 and len(info["bic"]) == 2
     # W starts at the rotated loadings: each feature's largest entry on its own factor,
     # every column scaled to a largest magnitude of exactly 1
     gg = guide.globals_guide
@@ -68,6 +69,24 @@ def test_factor_analysis_start_finds_two_known_blocks(w_guide):
     np.testing.assert_allclose(np.abs(W).max(0), 1.0, rtol=1e-6)
     assert (np.abs(W).argmax(1) == support.argmax(1)).all()
     assert np.abs(W[~support]).max() < 0.2
+
+
+def test_bic_picks_the_two_factors_and_the_surplus_ones_keep_their_random_start():
+    x, z, _ = _two_blocks()
+    guide = _guide(8, 4)
+    W_before = guide.globals_guide.W_gk.detach().clone()
+    info = factor_analysis_init(guide, torch.as_tensor(x), seed=0)
+    assert info["fa_factors"] == 2
+    bic = np.asarray(info["bic"])
+    assert bic.shape == (4,) and bic.argmin() == 1
+    np.testing.assert_allclose(bic, fa_bic(x.astype(np.float64), 4, seed=0))
+    W = guide.globals_guide.W_gk.detach()
+    torch.testing.assert_close(W[:, 2:], W_before[:, 2:])
+    assert not torch.equal(W[:, :2], W_before[:, :2])
+    # a fixed number of factors skips the BIC
+    guide = _guide(8, 4)
+    info = factor_analysis_init(guide, torch.as_tensor(x), n_fa_factors=3, steps=5)
+    assert info["fa_factors"] == 3 and "bic" not in info
 
 
 def test_encoder_view_densifies_sparse_rows_and_fills_missing_entries():
@@ -90,6 +109,9 @@ def test_factor_analysis_start_bad_arguments():
         factor_analysis_init(guide, torch.zeros(10, 8), steps=0)
     with pytest.raises(ValueError, match=r"more rows \(2\) than factors \(2\)"):
         factor_analysis_init(guide, torch.randn(2, 8))
+    for bad in (0, 3, "aic", True):
+        with pytest.raises(ValueError, match="n_fa_factors must be 'bic' or an integer in 1..2"):
+            factor_analysis_init(guide, torch.randn(20, 8), n_fa_factors=bad)
 
 
 def test_sparse_vae_init_option(tmp_path):

@@ -58,14 +58,14 @@ def test_calibration_fit_one_rows(decoder):
 
 
 def test_calibration_surplus_factors_are_scored_as_true_zeros():
-    # K=5 fitted for 3 true factors, factor-analysis start: the two left over after
-    # matching add rows with gamma False, so their used entries are false positives
+    # K=4 fitted for 3 true factors, factor-analysis start: the one left over after
+    # matching adds rows with gamma False, so its used entries are false positives
     rows = pd.DataFrame(calibration.fit_one((0, "map", 2, 10.0, 1.0, 1, False, True, "learned",
-                                             True, True, 5, "factor_analysis")))
-    assert len(rows) == 24 * 5
+                                             True, True, 4, "factor_analysis")))
+    assert len(rows) == 24 * 4
     extra = rows[rows["k"] >= 3]
-    assert len(extra) == 24 * 2 and not extra["gamma"].any() and (extra["W_true"] == 0).all()
-    assert rows["guide"].iloc[0].endswith("K=5 fitted, factor-analysis start)")
+    assert len(extra) == 24 and not extra["gamma"].any() and (extra["W_true"] == 0).all()
+    assert rows["guide"].iloc[0].endswith("K=4 fitted, factor-analysis start)")
 
 
 def test_simulate_exact_zeros_keeps_the_draws_on_the_support():

@@ -755,17 +755,18 @@ class SparseVAE(_Estimator):
         Needs ``refine_support`` (a ValueError otherwise): the chosen support of each fit
         is fine-tuned for a further ``refine_polish * epochs`` epochs (at ``lr / 10``, on
         the rows the fit used) and scored on the held-out rows again before restarts are
-        compared (0: not polished).
+        compared (0: not polished). A sparse support is further from its optimum after the
+        short fine-tune than a dense one, so unpolished scores favour dense, rotated
+        restarts.
     init : {"random", "factor_analysis"}
         Where each fit starts. ``"random"``: random networks and W. ``"factor_analysis"``:
         a factor analysis of what the encoder sees (as many factors as BIC picks, at most
         ``n_factors``), varimax-rotated, first; those encoder means are pretrained to its
         scores and those columns of W start at its loadings (see
         :func:`pyro_sparse.infer.factor_analysis_init`); ``fit_info_["init"]`` records it.
-        Against the split and collapsed factors a random start often ends in; over-specify
-        ``n_factors`` with it.
-        A sparse support is further from its optimum after the short fine-tune than a dense
-        one, so unpolished scores favour dense, rotated restarts.
+        Meant against the split and collapsed factors a random start often ends in; it
+        helped on model-simulated data and not on the paper's synthetic study
+        (``benchmarks/README.md``).
 
     Attributes
     ----------

@@ -115,22 +115,29 @@ def fa_bic(v_ng: np.ndarray, max_factors: int, seed: int = 0) -> np.ndarray:
         ``-2 log L + log(N) p`` with p = G k - k (k - 1) / 2 + G free parameters (loadings up
         to rotation, and the noise variances) for k = 1..max_factors.
     """
+    return _bic_fits(_standardise(v_ng), max_factors, seed)[0]
+
+
+def _fit_fa(x_ng: np.ndarray, n_factors: int, seed: int):
     from sklearn.decomposition import FactorAnalysis
 
-    x = _standardise(v_ng)
-    N, G = x.shape
-    out = []
+    return FactorAnalysis(n_factors, random_state=seed).fit(x_ng)
+
+
+def _bic_fits(x_ng: np.ndarray, max_factors: int, seed: int):
+    # BIC per number of factors and the fitted analyses (standardised data x_ng)
+    N, G = x_ng.shape
+    fits, out = [], []
     for k in range(1, int(max_factors) + 1):
-        loglik = FactorAnalysis(k, random_state=seed).fit(x).score(x) * N
+        fits.append(_fit_fa(x_ng, k, seed))
+        loglik = fits[-1].score(x_ng) * N
         out.append(-2.0 * loglik + np.log(N) * (G * k - k * (k - 1) / 2 + G))
-    return np.asarray(out)
+    return np.asarray(out), fits
 
 
-def _varimax_fa(v_ng: np.ndarray, n_factors: int, seed: int):
-    from sklearn.decomposition import FactorAnalysis
-
-    fa = FactorAnalysis(n_factors, random_state=seed)
-    s_nk = fa.fit_transform(_standardise(v_ng))
+def _rotated_scores(fa, x_ng: np.ndarray):
+    # varimax-rotated, standardised scores (N, k) and rotated loadings (G, k) of a fit
+    s_nk = fa.transform(x_ng)
     L_gk, R_kk = varimax(fa.components_.T)
     s_nk = s_nk @ R_kk  # x ~ s L^T = (s R)(L R)^T for an orthogonal R
     s_sd = s_nk.std(0)
@@ -188,13 +195,17 @@ def factor_analysis_init(guide, x_ng, *, n_fa_factors="bic", steps: int = 300,
         raise ValueError(f"n_fa_factors must be 'bic' or an integer in 1..{K}, got "
                          f"{n_fa_factors!r}")
     v_ng = encoder_view(local, x_ng)
+    x_std = _standardise(v_ng)
     info = {}
     if n_fa_factors == "bic":
-        bic = fa_bic(v_ng, K, seed)
-        n_fa_factors = int(np.argmin(bic)) + 1
+        bic, fits = _bic_fits(x_std, K, seed)  # the chosen analysis is not fitted again
+        k_fa = int(np.argmin(bic)) + 1
+        fa = fits[k_fa - 1]
         info["bic"] = [float(b) for b in bic]
-    k_fa = int(n_fa_factors)
-    s_nk, L_gk = _varimax_fa(v_ng, k_fa, seed)
+    else:
+        k_fa = int(n_fa_factors)
+        fa = _fit_fa(x_std, k_fa, seed)
+    s_nk, L_gk = _rotated_scores(fa, x_std)
     dev = local.fill_g.device
     v = torch.as_tensor(v_ng, dtype=torch.float32, device=dev)
     s = torch.as_tensor(s_nk, dtype=torch.float32, device=dev)

@@ -58,14 +58,18 @@ def test_calibration_fit_one_rows(decoder):
 
 
 def test_calibration_surplus_factors_are_scored_as_true_zeros():
-    # K=4 fitted for 3 true factors, factor-analysis start: the one left over after
-    # matching adds rows with gamma False, so its used entries are false positives
+    # K=4 fitted for 3 true factors: the one left over after matching adds rows with gamma
+    # False, so its used entries are false positives (random start here: the factor-analysis
+    # start itself is tested in tests/infer/test_initialization.py)
     rows = pd.DataFrame(calibration.fit_one((0, "map", 2, 10.0, 1.0, 1, False, True, "learned",
-                                             True, True, 4, "factor_analysis")))
+                                             True, True, 4, "random")))
     assert len(rows) == 24 * 4
     extra = rows[rows["k"] >= 3]
     assert len(extra) == 24 and not extra["gamma"].any() and (extra["W_true"] == 0).all()
-    assert rows["guide"].iloc[0].endswith("K=4 fitted, factor-analysis start)")
+    assert rows["guide"].iloc[0].endswith("K=4 fitted)")
+    assert calibration.label("map", decoder="learned", fit_factors=4,
+                             fit_init="factor_analysis").endswith(
+        "K=4 fitted, factor-analysis start)")
 
 
 def test_simulate_exact_zeros_keeps_the_draws_on_the_support():

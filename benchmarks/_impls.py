@@ -1,6 +1,7 @@
 """Step implementations compared by benchmarks/speed.py (one module so each runs in a subprocess).
 
 - ``pyro``: pyro_sparse's SVI step (Pyro model + guide, Trace_ELBO, Adam, EM for eta).
+- ``pyro-jit``: the same step with Pyro's ``JitTrace_ELBO`` (model and guide traced once).
 - ``plain``: the same maths written directly in PyTorch (same fused decoder kernel), to
   measure what Pyro's machinery costs.
 - ``authors``: a per-feature Python loop over the shared decoder with the authors' loss
@@ -63,6 +64,58 @@ def pyro_step(shape, x, vae=False):
             opt.step()
         return float(loss.detach())
 
+    return step
+
+
+def pyro_jit_step(shape, x):
+    """The ``pyro`` step with Pyro's ``JitTrace_ELBO`` (the model and guide traced once by
+    ``torch.jit.trace``; Pyro's JIT needs the global parameter store, so the parameters are
+    registered there instead of staying module-local).
+
+    Pyro's ``JitTrace_ELBO.differentiable_loss`` returns ``loss + (surrogate - surrogate
+    .detach())`` with a loss that is itself differentiable under the JIT, which doubles every
+    gradient; the step takes ``loss_and_surrogate_loss`` and differentiates the surrogate
+    once (all sites here are reparameterised, so its gradient is the ELBO's).
+    """
+    import pyro
+    from pyro.infer import JitTrace_ELBO
+
+    import pyro_sparse as ps
+    from pyro_sparse.estimators import _local_params
+
+    s = SHAPES[shape]
+    est = ps.SparseVAE(n_factors=s["K"], hidden_dim=s["H"], likelihood=s["likelihood"])
+    with _local_params():
+        model, guide = est._build(est._model_config(x.numpy()), torch.device("cpu"), 0)
+    pyro.clear_param_store()
+    params = list(model.parameters()) + list(guide.parameters())
+    opt = torch.optim.Adam(params, lr=1e-2, foreach=True)
+    elbo = JitTrace_ELBO(ignore_jit_warnings=True)
+    N = x.shape[0]
+
+    # tensors positional, everything else a keyword (one compiled trace per keyword set)
+    def model_fn(x_bg, idx, n_data):
+        return model(x_bg, n_data, idx, 1.0, 1.0)
+
+    def guide_fn(x_bg, idx, n_data):
+        return guide(x_bg, n_data, idx, 1.0, 1.0)
+
+    def loss_and_grad(idx):
+        with pyro.validation_enabled(False):
+            loss, surrogate = elbo.loss_and_surrogate_loss(model_fn, guide_fn, x[idx], idx,
+                                                           n_data=N)
+        surrogate.backward()
+        return loss.detach()
+
+    def step(idx):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_and_grad(idx)
+        opt.step()
+        return float(loss)
+
+    step.loss_and_grad = loss_and_grad
+    step.params = params
+    step.parts = (model, guide, N)
     return step
 
 
@@ -284,6 +337,7 @@ def bf16_matmuls(make_step):
 
 IMPLS = {
     "pyro": lambda shape, x: pyro_step(shape, x),
+    "pyro-jit": pyro_jit_step,
     "plain": plain_step,
     "authors": authors_step,
     "authors-full": authors_full_step,

@@ -30,13 +30,63 @@ def _restore_matmul_precision():
 
 
 @pytest.mark.parametrize("impl", sorted(_impls.IMPLS))
-def test_speed_impls_take_a_finite_step(impl, _restore_matmul_precision):
+def test_speed_impls_take_a_finite_step(impl, _restore_matmul_precision, _clear_param_store):
     x = _impls.make_data("synthetic")
     step = _impls.IMPLS[impl]("synthetic", x)
     idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:100]
     assert math.isfinite(step(idx)) and math.isfinite(step(idx))
     if impl.endswith("-bf16"):
         assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+
+
+@pytest.fixture
+def _clear_param_store():
+    # the pyro-jit step registers its parameters in Pyro's global store
+    import pyro
+
+    yield
+    pyro.clear_param_store()
+
+
+@pytest.mark.parametrize("G", [7, 60])  # one block of features, and several
+def test_pyro_jit_step_gradient_equals_the_eager_elbo(G, monkeypatch, _clear_param_store):
+    import pyro
+    from pyro.infer import Trace_ELBO
+
+    from pyro_sparse.nn import default_block_size
+
+    monkeypatch.setitem(_impls.SHAPES, "tiny", dict(N=300, G=G, K=5, H=50, B=100,
+                                                    likelihood="normal"))
+    assert (default_block_size(100, G, 50) < G) == (G == 60)
+    x = torch.randn(300, G, generator=torch.Generator().manual_seed(1))
+    step = _impls.pyro_jit_step("tiny", x)
+    idx = torch.randperm(300, generator=torch.Generator().manual_seed(0))[:100]
+    step(idx)  # compiles, and moves the weights off their start
+    model, guide, N = step.parts
+    eta_k = guide.globals_guide.eta_k.clone()  # every call takes one EM step for eta
+    grads = []
+    for run in ("jit", "eager"):
+        pyro.set_rng_seed(3)
+        guide.globals_guide.eta_k.copy_(eta_k)
+        for p in step.params:
+            p.grad = None
+        if run == "jit":
+            loss = step.loss_and_grad(idx)
+        else:
+            with pyro.validation_enabled(False):
+                loss = Trace_ELBO().differentiable_loss(model, guide, x[idx], N, idx, 1.0, 1.0)
+            loss.backward()
+        grads.append((float(loss.detach()), [p.grad.clone() for p in step.params],
+                      guide.globals_guide.eta_k.clone()))
+    (l_jit, g_jit, eta_jit), (l_eager, g_eager, eta_eager) = grads
+    # the traced graph keeps the EM step's in-place update of the eta buffer
+    assert not torch.equal(eta_jit, eta_k)
+    torch.testing.assert_close(eta_jit, eta_eager)
+    assert l_jit == pytest.approx(l_eager, rel=1e-5)
+    for a, b in zip(g_jit, g_eager):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+    pyro.set_rng_seed(4)
+    assert float(step.loss_and_grad(idx)) != pytest.approx(l_jit, rel=1e-6)  # fresh noise
 
 
 @pytest.mark.parametrize("decoder", ["frozen", "learned"])

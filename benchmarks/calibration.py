@@ -30,6 +30,7 @@ Writes benchmarks/results/calibration.{md,csv} and calibration.png. 1 torch thre
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -87,8 +88,11 @@ def simulate(seed, n=2000, n_features=24, n_factors=3, hidden=20, lambda0=10.0, 
 
 def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen",
           exact_zeros=False, unit_signal=False, epochs=200, fit_factors=None,
-          fit_init="random"):
-    """Row label of one setting, e.g. ``lowrank (2 restarts, random start)``."""
+          fit_init="random", fit_kwargs=None):
+    """Row label of one setting, e.g. ``lowrank (2 restarts, random start)``.
+
+    ``fit_kwargs`` (a dict of extra ``SparseVAE`` arguments) is listed as ``k=v`` pairs.
+    """
     learned = decoder == "learned"
     notes = [n for n, on in (("no rescale", not rescale),
                              (f"{restarts} restarts", restarts > 1),
@@ -99,6 +103,7 @@ def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen
                              (f"{epochs} epochs", epochs != 200),
                              (f"K={fit_factors} fitted", fit_factors is not None),
                              ("factor-analysis start", fit_init != "random")) if on]
+    notes += [f"{k}={v}" for k, v in sorted((fit_kwargs or {}).items())]
     return guide_name + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -143,13 +148,16 @@ def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, res
     return gg.sample_W(2000).numpy(), gg.inclusion_probs().numpy(), mu
 
 
-def _fit_learned(x, K, seed, guide_name, epochs, lambda0, lambda1, restarts, fit_init="random"):
+def _fit_learned(x, K, seed, guide_name, epochs, lambda0, lambda1, restarts, fit_init="random",
+                 fit_kwargs=None):
     """The whole model learned by ``SparseVAE.fit`` with its defaults (b = G), as a user runs
-    it, with ``K`` factors and start ``fit_init``; returns no W draws."""
+    it, with ``K`` factors, start ``fit_init`` and any further ``SparseVAE`` arguments in
+    ``fit_kwargs``; returns no W draws."""
     import pyro_sparse as ps
 
     est = ps.SparseVAE(n_factors=K, hidden_dim=20, lambda0=lambda0, lambda1=lambda1,
-                       w_guide=guide_name, n_restarts=restarts, init=fit_init)
+                       w_guide=guide_name, n_restarts=restarts, init=fit_init,
+                       **(fit_kwargs or {}))
     with warnings.catch_warnings():  # recorded below instead
         warnings.simplefilter("ignore", ps.ConvergenceWarning)
         est.fit(x.numpy(), epochs=epochs, batch_size=200, lr=1e-2, seed=seed * 100,
@@ -174,7 +182,7 @@ def fit_one(args):
     precision and reliability.
     """
     (seed, guide_name, epochs, lambda0, lambda1, restarts, init_truth, rescale, decoder,
-     exact_zeros, unit_signal, fit_factors, fit_init) = args
+     exact_zeros, unit_signal, fit_factors, fit_init, fit_kwargs) = args
     import torch
 
     torch.set_num_threads(1)
@@ -188,7 +196,7 @@ def fit_one(args):
         flags = {}
     else:
         draws, p, mu, flags = _fit_learned(x, fit_factors or K, seed, guide_name, epochs,
-                                           lambda0, lambda1, restarts, fit_init)
+                                           lambda0, lambda1, restarts, fit_init, fit_kwargs)
     seconds = time.perf_counter() - t0
     # the factors' order and signs are not identified (z_k -> -z_k with W_:k -> -W_:k
     # leaves everything unchanged even with the network fixed): match each true factor to an
@@ -211,7 +219,7 @@ def fit_one(args):
         draws = draws[:, :, of_true] * sign
     rows = []
     name = label(guide_name, rescale, restarts, init_truth, decoder, exact_zeros, unit_signal,
-                 epochs, fit_factors, fit_init)
+                 epochs, fit_factors, fit_init, fit_kwargs)
     for gi in range(G):
         for j in range(len(surplus)):
             rows.append(dict(seed=seed, guide=name, g=gi, k=K + j, W_true=0.0, gamma=False,
@@ -385,13 +393,21 @@ def main(argv=None):
                          "fitted factors are scored as true zeros")
     ap.add_argument("--fit-init", choices=["random", "factor_analysis"], default="random",
                     help="--decoder learned: SparseVAE(init=...), the start of each fit")
+    ap.add_argument("--fit-kwargs", type=json.loads, default=None,
+                    help="--decoder learned: further SparseVAE arguments as a JSON object, "
+                         "e.g. the synthetic study's recipe '{\"factor_correlation\": true, "
+                         "\"lkj_concentration\": 5, \"refine_support\": true, "
+                         "\"refine_polish\": 3}' (with --restarts 5)")
     ap.add_argument("--lambda0", type=float, default=10.0)
     ap.add_argument("--lambda1", type=float, default=1.0)
     ap.add_argument("--name", default="calibration")
     ap.add_argument("--render", nargs="*", help="only render these CSVs (concatenated)")
     args = ap.parse_args(argv)
-    if args.decoder == "frozen" and (args.fit_factors or args.fit_init != "random"):
-        ap.error("--fit-factors and --fit-init need --decoder learned")
+    if args.decoder == "frozen" and (args.fit_factors or args.fit_init != "random"
+                                     or args.fit_kwargs):
+        ap.error("--fit-factors, --fit-init and --fit-kwargs need --decoder learned")
+    if args.fit_kwargs is not None and not isinstance(args.fit_kwargs, dict):
+        ap.error("--fit-kwargs must be a JSON object")
     RESULTS.mkdir(exist_ok=True)
     if args.render:
         df = pd.concat([pd.read_csv(f) for f in args.render], ignore_index=True)
@@ -399,7 +415,7 @@ def main(argv=None):
         return 0
     tasks = [(s, gname, args.epochs, args.lambda0, args.lambda1, args.restarts,
               args.init == "truth", not args.no_rescale, args.decoder, args.exact_zeros,
-              args.unit_signal, args.fit_factors, args.fit_init)
+              args.unit_signal, args.fit_factors, args.fit_init, args.fit_kwargs)
              for gname in args.guides for s in range(args.reps)]
     with ProcessPoolExecutor(args.jobs) as ex:
         rows = [r for rs in ex.map(fit_one, tasks) for r in rs]

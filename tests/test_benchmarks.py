@@ -92,7 +92,7 @@ def test_pyro_jit_step_gradient_equals_the_eager_elbo(G, monkeypatch, _clear_par
 @pytest.mark.parametrize("decoder", ["frozen", "learned"])
 def test_calibration_fit_one_rows(decoder):
     rows = calibration.fit_one((0, "meanfield", 2, 10.0, 1.0, 1, False, True, decoder,
-                                  decoder == "learned", False, None, "random"))
+                                  decoder == "learned", False, None, "random", None))
     assert len(rows) == 24 * 3
     r = rows[0]
     assert {"W_true", "gamma", "p_star", "in90", "recovered"} <= set(r)
@@ -112,7 +112,7 @@ def test_calibration_surplus_factors_are_scored_as_true_zeros():
     # False, so its used entries are false positives (random start here: the factor-analysis
     # start itself is tested in tests/infer/test_initialization.py)
     rows = pd.DataFrame(calibration.fit_one((0, "map", 2, 10.0, 1.0, 1, False, True, "learned",
-                                             True, True, 4, "random")))
+                                             True, True, 4, "random", None)))
     assert len(rows) == 24 * 4
     extra = rows[rows["k"] >= 3]
     assert len(extra) == 24 and not extra["gamma"].any() and (extra["W_true"] == 0).all()
@@ -120,6 +120,17 @@ def test_calibration_surplus_factors_are_scored_as_true_zeros():
     assert calibration.label("map", decoder="learned", fit_factors=4,
                              fit_init="factor_analysis").endswith(
         "K=4 fitted, factor-analysis start)")
+
+
+def test_calibration_fit_kwargs_reach_the_estimator():
+    # a recipe passed through --fit-kwargs is named in the row label and reaches SparseVAE
+    base = (0, "map", 2, 10.0, 1.0, 1, False, True, "learned", True, True, None, "random")
+    rows = pd.DataFrame(calibration.fit_one(base + ({"refine_support": True},)))
+    assert rows["guide"].iloc[0].endswith("2 epochs, refine_support=True)")
+    with pytest.raises(ValueError, match="refine_polish"):  # SparseVAE's own check
+        calibration.fit_one(base + ({"refine_polish": 3},))
+    with pytest.raises(SystemExit):
+        calibration.main(["--fit-kwargs", '{"refine_support": true}'])  # frozen decoder
 
 
 def test_simulate_exact_zeros_keeps_the_draws_on_the_support():
@@ -136,7 +147,7 @@ def test_simulate_exact_zeros_keeps_the_draws_on_the_support():
 @pytest.mark.parametrize("guide", ["map", "meanfield"])
 def test_calibration_truth_start_starts_at_the_truth(guide):
     rows = pd.DataFrame(calibration.fit_one((0, guide, 1, 10.0, 1.0, 1, True, False, "frozen",
-                                             False, False, None, "random")))
+                                             False, False, None, "random", None)))
     # one epoch (10 Adam steps at lr 0.01) moves no entry far from where it started
     err = (rows["q_mean"] - rows["W_true"]).abs()
     assert rows["ordered"].all() and err.max() < 0.2

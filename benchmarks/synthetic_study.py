@@ -82,6 +82,12 @@ VARIANTS = {
     "SparseVAE-corr5-fainit": ("SparseVAE", {"factor_correlation": True,
                                              "lkj_concentration": 5.0,
                                              "init": "factor_analysis"}),
+    # the decoder's output layer started at the data's spread (infer.match_output_scale;
+    # 2026-12-03: against collapsed latents on model-simulated data)
+    "SparseVAE-outscale": ("SparseVAE", {"output_scale": 1.0}),
+    "VAE-outscale": ("VAE", {"beta": 1.0, "output_scale": 1.0}),
+    "SparseVAE-noutscale": ("SparseVAE", {"output_scale": None}),
+    "VAE-noutscale": ("VAE", {"beta": 1.0, "output_scale": None}),
 }
 DEFAULT_VARIANTS = ["SparseVAE", "SparseVAE-Slab", "VAE", "beta-VAE(2)", "beta-VAE(4)"]
 # the default Sparse VAE with PyTorch's fp32 matmuls run on bf16 inputs

@@ -30,6 +30,7 @@ from .infer import (
     fit_svi,
     full_data_loss,
     loss_trend,
+    match_output_scale,
     one_se_choice,
     read_checkpoint,
     rescale_factors,
@@ -82,6 +83,15 @@ def _check_fraction(value, name):
     if value > 1:
         raise ValueError(f"{name} is a fraction of the epochs, in [0, 1]; got {value}")
     return value
+
+
+#: default of ``output_scale`` (see :func:`pyro_sparse.infer.match_output_scale`)
+OUTPUT_SCALE = None
+
+
+def _check_output_scale(value):
+    # None (torch's own initialisation of the output layer) or a positive multiple of the sd
+    return None if value is None else _check_float(value, "output_scale", 0.0)
 
 
 def _sample_with(obs, gen: torch.Generator) -> torch.Tensor:
@@ -268,6 +278,9 @@ class _Estimator:
                 _load_state(model, guide, resume_state[0])
             else:
                 init_info = self._initialise(guide, x_ng, s)
+                out_info = self._start_output_layer(model, guide, col_mean, col_sd, s)
+                if out_info is not None:
+                    init_info = dict(init_info or {}, output_scale=out_info)
             save = None
             if checkpoint_every:
                 def save(done, snapshot, model=model, guide=guide):
@@ -343,6 +356,19 @@ class _Estimator:
     def _initialise(self, guide, x_ng, seed):
         # a start other than the random one; returns what it did (for fit_info_) or None
         return None
+
+    def _start_output_layer(self, model, guide, col_mean, col_sd, seed):
+        # output_scale: the decoder's output layer rescaled to the data's spread (normal only)
+        if self.output_scale is None or self.likelihood != "normal":
+            return None
+        weight_gh, bias_g = model.decoder.output_heads()
+        return match_output_scale(lambda z_bk: self._decode_with(model, guide, z_bk), weight_gh,
+                                  bias_g, self.n_factors, col_mean, col_sd,
+                                  scale=self.output_scale, seed=seed)
+
+    def _decode_with(self, model, guide, z_bk):
+        # the decoder output of (model, guide) before they are adopted
+        raise NotImplementedError
 
     def _adopt(self, model, guide, cfg, arr, names, dev):
         # make (model, guide) the estimator's fitted state
@@ -767,6 +793,14 @@ class SparseVAE(_Estimator):
         Meant against the split and collapsed factors a random start often ends in; it
         helped on model-simulated data and not on the paper's synthetic study
         (``benchmarks/README.md``).
+    output_scale : float or None
+        Normal likelihood only (other likelihoods ignore it). Before fitting, the decoder's
+        output layer is rescaled so that over prior draws of z its output for every feature
+        has the data's mean and ``output_scale`` times the data's sd (see
+        :func:`pyro_sparse.infer.match_output_scale`; recorded in
+        ``fit_info_["init"]["output_scale"]``). ``None`` keeps ``torch.nn.Linear``'s
+        initialisation, whose output varies by a few hundredths of the data's sd, so that
+        latents can collapse before the decoder learns to use them.
 
     Attributes
     ----------
@@ -802,7 +836,7 @@ class SparseVAE(_Estimator):
     _param_names = ("n_factors", "likelihood", "hidden_dim", "lambda0", "lambda1", "a", "b",
                     "w_guide", "warmup", "spike_anneal", "n_restarts", "factor_correlation",
                     "lkj_concentration", "pstar", "marginalize", "library", "refine_support",
-                    "validation_fraction", "refine_polish", "init")
+                    "validation_fraction", "refine_polish", "init", "output_scale")
 
     def __init__(self, n_factors: int = 5, likelihood: str = "normal", hidden_dim: int = 50,
                  lambda0: float = 10.0, lambda1: float = 1.0, a: float = 1.0, b=None,
@@ -812,7 +846,7 @@ class SparseVAE(_Estimator):
                  pstar: str = "standard", marginalize: str = "mixture",
                  library: str = "composition", refine_support: bool = False,
                  validation_fraction: float = 0.2, refine_polish: float = 0.0,
-                 init: str = "random"):
+                 init: str = "random", output_scale: float | None = OUTPUT_SCALE):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.likelihood = check_likelihood(likelihood)
         self.library = check_library(library)
@@ -845,6 +879,7 @@ class SparseVAE(_Estimator):
         if not isinstance(init, str) or init not in INITS:
             raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
         self.init = init
+        self.output_scale = _check_output_scale(output_scale)
 
     def _w_guide(self):
         return self.w_guide
@@ -992,6 +1027,9 @@ class SparseVAE(_Estimator):
             W_gk = self.guide_.globals_guide._W_point().detach()
         return self.model_.decoder(z_bk, W_gk)
 
+    def _decode_with(self, model, guide, z_bk):
+        return model.decoder(z_bk, guide.globals_guide._W_point().detach())
+
 
 class VAE(_Estimator):
     """Dense VAE and beta-VAE baseline (same encoder and likelihoods as :class:`SparseVAE`).
@@ -1012,6 +1050,8 @@ class VAE(_Estimator):
         Independent fits; the best full-data ELBO is kept.
     library : {"composition", "offset"}
         As for :class:`SparseVAE`.
+    output_scale : float or None
+        As for :class:`SparseVAE`.
 
     Attributes
     ----------
@@ -1021,11 +1061,11 @@ class VAE(_Estimator):
     """
 
     _param_names = ("n_factors", "beta", "likelihood", "hidden_dim", "warmup", "n_restarts",
-                    "library")
+                    "library", "output_scale")
 
     def __init__(self, n_factors: int = 5, beta: float = 1.0, likelihood: str = "normal",
                  hidden_dim: int = 50, warmup: float = 0.1, n_restarts: int = 1,
-                 library: str = "composition"):
+                 library: str = "composition", output_scale: float | None = OUTPUT_SCALE):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.beta = _check_float(beta, "beta", 0.0)
         self.likelihood = check_likelihood(likelihood)
@@ -1033,6 +1073,7 @@ class VAE(_Estimator):
         self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
         self.warmup = _check_fraction(warmup, "warmup")
         self.n_restarts = check_positive_int(n_restarts, "n_restarts")
+        self.output_scale = _check_output_scale(output_scale)
 
     def _model_config(self, x_ng, col_sd_g=None):
         return dict(n_features=int(x_ng.shape[1]), n_factors=self.n_factors,
@@ -1051,6 +1092,9 @@ class VAE(_Estimator):
 
     def _decode(self, z_bk, W_gk=None):
         return self.model_.decoder(z_bk)
+
+    def _decode_with(self, model, guide, z_bk):
+        return model.decoder(z_bk)
 
 
 def load_model(path, device="cpu"):

@@ -234,6 +234,10 @@ class SparseDecoder(nn.Module):
         )
         return out.reshape(*lead, self.n_features)
 
+    def output_heads(self) -> tuple[nn.Parameter, nn.Parameter]:
+        """The per-feature output layer: weights ``V_gh`` (G, H) and biases ``c_g`` (G,)."""
+        return self.V_gh, self.c_g
+
 
 class DenseDecoder(nn.Module):
     """Dense VAE decoder: Linear(K->H, no bias) -> ReLU -> Linear(H->H) -> ReLU -> Linear(H->G).
@@ -258,3 +262,7 @@ class DenseDecoder(nn.Module):
     def forward(self, z_bk: torch.Tensor) -> torch.Tensor:
         """Decoder output, shape (..., G)."""
         return self.net(z_bk)
+
+    def output_heads(self) -> tuple[nn.Parameter, nn.Parameter]:
+        """The output layer: weights (G, H) and biases (G,), one row per feature."""
+        return self.net[-1].weight, self.net[-1].bias

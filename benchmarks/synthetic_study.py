@@ -86,6 +86,8 @@ VARIANTS = {
     # 2026-12-03: against collapsed latents on model-simulated data)
     "SparseVAE-outscale": ("SparseVAE", {"output_scale": 1.0}),
     "VAE-outscale": ("VAE", {"beta": 1.0, "output_scale": 1.0}),
+    "SparseVAE-outscale0.3": ("SparseVAE", {"output_scale": 0.3}),
+    "VAE-outscale0.3": ("VAE", {"beta": 1.0, "output_scale": 0.3}),
     "SparseVAE-noutscale": ("SparseVAE", {"output_scale": None}),
     "VAE-noutscale": ("VAE", {"beta": 1.0, "output_scale": None}),
 }

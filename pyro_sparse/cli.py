@@ -216,13 +216,13 @@ def _make_estimator(a):
 
     if a.model == "vae":
         return VAE(n_factors=a.factors, likelihood=a.likelihood, hidden_dim=a.hidden,
-                   n_restarts=a.restarts)
+                   n_restarts=a.restarts, output_scale=a.output_scale)
     return SparseVAE(n_factors=a.factors, likelihood=a.likelihood, hidden_dim=a.hidden,
                      lambda0=a.lambda0, lambda1=a.lambda1, w_guide=a.w_guide,
                      refine_support=a.refine_support, n_restarts=a.restarts,
                      factor_correlation=a.factor_correlation,
                      lkj_concentration=a.lkj_concentration, refine_polish=a.refine_polish,
-                     init=a.init)
+                     init=a.init, output_scale=a.output_scale)
 
 
 def cmd_fit(a) -> int:
@@ -425,6 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--init", choices=("random", "factor_analysis"), default="random",
                    help="start of each fit: random, or a varimax-rotated factor analysis "
                         "(encoder pretrained to its scores, W at its loadings)")
+    f.add_argument("--output-scale", type=_positive_float("--output-scale"), default=None,
+                   metavar="S",
+                   help="normal likelihood: start the decoder's output layer at the data's "
+                        "mean and S times its sd (default: torch's initialisation)")
     f.add_argument("--seed", type=_nonneg_int("--seed"), default=0, metavar="S")
     f.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     f.add_argument("--heldout", type=_fraction, default=0.0, metavar="FRACTION",

@@ -223,7 +223,7 @@ def test_restarts_with_refinement_and_factor_correlation(work):
     r = run("fit", "data.csv", "--factors", 2, "--out", "restarted", "--epochs", 3,
             "--refine-support", "--restarts", 2, "--factor-correlation",
             "--lkj-concentration", 5, "--refine-polish", 1, "--seed", 3, "--no-progress",
-            "--init", "factor_analysis", cwd=work)
+            "--init", "factor_analysis", "--output-scale", 0.5, cwd=work)
     assert r.returncode == 0, r.stderr
     metrics = json.loads((work / "restarted" / "metrics.json").read_text())
     ref = metrics["refinement"]
@@ -234,7 +234,7 @@ def test_restarts_with_refinement_and_factor_correlation(work):
     assert ref["chosen_restart"] == best or sizes[ref["chosen_restart"]] < sizes[best]
     m = ps.load_model(work / "restarted" / "model")
     assert m.n_restarts == 2 and m.factor_correlation and m.lkj_concentration == 5.0
-    assert m.refine_polish == 1.0 and m.init == "factor_analysis"
+    assert m.refine_polish == 1.0 and m.init == "factor_analysis" and m.output_scale == 0.5
 
 
 def test_warnings_not_errors(work):

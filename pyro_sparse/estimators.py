@@ -1026,7 +1026,7 @@ class SparseVAE(_Estimator):
 
     def _decode(self, z_bk, W_gk=None):
         if W_gk is None:
-            W_gk = self.guide_.globals_guide._W_point().detach()
+            return self._decode_with(self.model_, self.guide_, z_bk)
         return self.model_.decoder(z_bk, W_gk)
 
     def _decode_with(self, model, guide, z_bk):
@@ -1093,7 +1093,7 @@ class VAE(_Estimator):
         return True
 
     def _decode(self, z_bk, W_gk=None):
-        return self.model_.decoder(z_bk)
+        return self._decode_with(self.model_, self.guide_, z_bk)
 
     def _decode_with(self, model, guide, z_bk):
         return model.decoder(z_bk)

@@ -87,7 +87,6 @@ VARIANTS = {
     "SparseVAE-outscale": ("SparseVAE", {"output_scale": 1.0}),
     "VAE-outscale": ("VAE", {"beta": 1.0, "output_scale": 1.0}),
     "SparseVAE-outscale0.3": ("SparseVAE", {"output_scale": 0.3}),
-    "VAE-outscale0.3": ("VAE", {"beta": 1.0, "output_scale": 0.3}),
     "SparseVAE-noutscale": ("SparseVAE", {"output_scale": None}),
     "VAE-noutscale": ("VAE", {"beta": 1.0, "output_scale": None}),
 }

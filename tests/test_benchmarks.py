@@ -151,3 +151,16 @@ def test_calibration_truth_start_starts_at_the_truth(guide):
     # one epoch (10 Adam steps at lr 0.01) moves no entry far from where it started
     err = (rows["q_mean"] - rows["W_true"]).abs()
     assert rows["ordered"].all() and err.max() < 0.2
+
+
+def test_recoverability_rows_and_table():
+    import recoverability
+
+    row = recoverability.diagnose(0, n=300)
+    assert 0.0 <= row["readout_min"] <= 1.0 and 1 <= row["fa_bic"] <= 9
+    assert all(0.0 <= row[f"fa_cc_{m}"] <= 1.0 + 1e-9 for m in (3, 6, 9))
+    # nested factor analyses: a larger subspace is not much worse at containing z
+    assert row["fa_cc_9"] >= row["fa_cc_3"] - 0.05
+    assert 0 <= row["even_anchors"] <= row["anchors"] and 0 <= row["fa_start_found"] <= 3
+    text = recoverability.render([row], "t")
+    assert "| 0 |" in text and "supervised readout" in text

@@ -1,4 +1,5 @@
-"""The ``pyro-sparse`` command, driven through the real installed script in a subprocess."""
+"""The ``pyro-sparse`` command, driven through the real installed script in a subprocess
+(bad-input cases also in-process through ``cli.main``, which the script calls)."""
 
 import json
 import os
@@ -192,21 +193,38 @@ def bad_files(work):
     return work
 
 
-@pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_one_line_exit_2_nothing_written(bad_files, case):
-    args, match = BAD[case]
-    before = sorted(p.name for p in bad_files.iterdir())
-    r = run(*args, cwd=bad_files)
-    assert r.returncode == 2, (case, r.returncode, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("pyro-sparse: error: ") and "Traceback" not in r.stderr
+def _check_bad(case, code, stderr, before, folder):
     import re
 
+    args, match = BAD[case]
+    assert code == 2, (case, code, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("pyro-sparse: error: ") and "Traceback" not in stderr
     assert re.search(match, lines[0]), lines[0]
-    after = sorted(p.name for p in bad_files.iterdir())
+    after = sorted(p.name for p in folder.iterdir())
     assert after == before  # no DIR, no hidden partial folder, no output file
-    assert not (bad_files / "PWNED").exists()  # the pickle was never loaded
+    assert not (folder / "PWNED").exists()  # the pickle was never loaded
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_one_line_exit_2_nothing_written(bad_files, case, monkeypatch, capsys):
+    # in-process (``cli.main`` is what the script calls); the script itself is checked on a
+    # few of these cases below, since each subprocess pays torch's import
+    from pyro_sparse import cli
+
+    before = sorted(p.name for p in bad_files.iterdir())
+    monkeypatch.chdir(bad_files)
+    code = cli.main([str(a) for a in BAD[case][0]])
+    _check_bad(case, code, capsys.readouterr().err, before, bad_files)
+
+
+@pytest.mark.parametrize("case", ["missing file", "unknown option", "model dir crafted (pickle)",
+                                  "non-numeric cell"])
+def test_bad_input_through_the_installed_script(bad_files, case):
+    before = sorted(p.name for p in bad_files.iterdir())
+    r = run(*BAD[case][0], cwd=bad_files)
+    _check_bad(case, r.returncode, r.stderr, before, bad_files)
 
 
 def test_refine_support_flag(work):

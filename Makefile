@@ -53,7 +53,9 @@ bench-identifiability: $(VENV)/.test
 	$(BIN)/python benchmarks/identifiability.py --reps 3 --jobs 2
 
 bench-redundancy: $(VENV)/.test
-	$(BIN)/python benchmarks/redundancy.py --reps 8 --jobs 2
+	$(BIN)/python benchmarks/redundancy.py --reps 8 --jobs 2 --name redundancy_seeds0
+	$(BIN)/python benchmarks/redundancy.py --reps 8 --jobs 2 --first-seed 8 --name redundancy_seeds8
+	$(BIN)/python benchmarks/redundancy.py --render benchmarks/results/redundancy_seeds0.csv benchmarks/results/redundancy_seeds8.csv
 
 bench-counts: $(VENV)/.test
 	$(BIN)/python benchmarks/counts_and_missing.py --reps 3 --jobs 2

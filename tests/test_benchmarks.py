@@ -164,3 +164,18 @@ def test_recoverability_rows_and_table():
     assert 0 <= row["even_anchors"] <= row["anchors"] and 0 <= row["fa_start_found"] <= 3
     text = recoverability.render([row], "t")
     assert "| 0 |" in text and "supervised readout" in text
+
+
+def test_redundancy_one_fit_and_render(tmp_path):
+    import redundancy
+
+    row = redundancy.fit_one(("paper rho=0.4, K=1", 0, 30))
+    assert not row["recovered"] and row["resid_eig"] > row["resid_edge"]
+    assert 0 <= row["listed_on_missed"] <= row["n_listed"]
+    rows = [dict(row, data=d, seed=s, recovered=s == 1, resid_eig=1.0 + s)
+            for d in ("model", "paper rho=0.0") for s in range(3)]
+    csv = tmp_path / "r.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    assert redundancy.main(["--render", str(csv), "--name", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out.md").read_text()
+    assert "| model | 3 | 2 |" in text and "Residual check" in text

@@ -1,5 +1,6 @@
 """Diagnostics of fitted models: ArviZ conversion, anchor reports, support recovery after
-factor matching, DCI / MIG disentanglement and latent activity."""
+factor matching, residual dependence (a missed factor), DCI / MIG disentanglement and latent
+activity."""
 
 from .anchors import (
     AnchorReport,
@@ -13,6 +14,12 @@ from .arviz import chains_of, to_arviz
 from .disentanglement import dci, dci_from_importance, importance_matrix
 from .labels import coherence, label_association, top_features
 from .latent import active_units, discretize, latent_activity, mig
+from .residuals import (
+    ResidualCheck,
+    residual_check,
+    residual_correlation,
+    residual_dependence,
+)
 from .support import abs_corr, anchors, estimated_support, match_factors, support_scores
 
 __all__ = [
@@ -37,6 +44,10 @@ __all__ = [
     "mig",
     "prune_factors",
     "redundant_factors",
+    "ResidualCheck",
+    "residual_check",
+    "residual_correlation",
+    "residual_dependence",
     "support_scores",
     "to_arviz",
 ]

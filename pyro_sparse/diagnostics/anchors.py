@@ -14,6 +14,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .arviz import chains_of
+from .residuals import RESIDUAL_EXCESS, ResidualCheck, residual_check
 from .support import anchors as support_anchors
 from .support import corr, match_factors, support_scores
 
@@ -130,6 +131,9 @@ class AnchorReport:
         With ``X``: pairs of used factors whose encoder means correlate at |r| >=
         ``redundancy`` (:func:`redundant_factors`), a sign that one factor was split in two;
         None without ``X``.
+    residual : ResidualCheck or None
+        With ``X``: the residual dependence check (:func:`~pyro_sparse.diagnostics.
+        residual_check`), a sign of a factor the fit missed when flagged; None without ``X``.
     """
 
     table: object
@@ -140,6 +144,7 @@ class AnchorReport:
     scores: dict | None = None
     notes: list = field(default_factory=list)
     redundant: list | None = None
+    residual: ResidualCheck | None = None
 
     def __str__(self):
         lines = [f"Anchor report (support: posterior mean p* >= {self.threshold})"]
@@ -158,6 +163,10 @@ class AnchorReport:
                          f"{', '.join(self.unused_factors)}")
         for a, b, r in self.redundant or []:
             lines.append(f"  REDUNDANT: {a} and {b} (encoder means correlate r={r:+.2f})")
+        if self.residual is not None and self.residual.flagged:
+            lines.append("  RESIDUALS SHARE VARIATION: " + ", ".join(
+                n for n, _ in self.residual.features) + f" (largest residual eigenvalue "
+                f"{self.residual.eigenvalue:.2f}, flag at {self.residual.threshold:.2f})")
         if self.scores is not None:
             s = self.scores
             lines.append(f"  against the truth: precision {s['precision']:.2f}, recall "
@@ -185,7 +194,8 @@ class AnchorReport:
                    unused_factors=[str(f) for f in self.unused_factors],
                    notes=[str(n) for n in self.notes],
                    redundant=None if self.redundant is None else
-                   [dict(factors=[str(a), str(b)], corr=float(r)) for a, b, r in self.redundant])
+                   [dict(factors=[str(a), str(b)], corr=float(r)) for a, b, r in self.redundant],
+                   residual=None if self.residual is None else self.residual.to_dict())
         if self.scores is not None:
             out["scores"] = {k: (v.tolist() if hasattr(v, "tolist") else v)
                              for k, v in self.scores.items()}
@@ -207,7 +217,8 @@ def _pooled_draws(chains, num_samples, seed):
 
 def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 1000,
                   z_true=None, X=None, seed: int = 0,
-                  redundancy: float = REDUNDANCY) -> AnchorReport:
+                  redundancy: float = REDUNDANCY,
+                  residual_excess: float = RESIDUAL_EXCESS) -> AnchorReport:
     """Anchors per factor, assumption A1, unused factors and (with ``truth``) recovery scores.
 
     Parameters
@@ -234,6 +245,11 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
         usually missed. Measured (benchmarks/results/redundancy.md): at 0.9 it flagged 3 of 8
         failed fits on data simulated from the model and none of 12 good fits on the paper's
         synthetic study; it does not see a rotated solution (the failures at rho 0.8 there).
+    residual_excess : float
+        With ``X``: the residual check (:func:`~pyro_sparse.diagnostics.residual_check`)
+        flags the fit when the largest eigenvalue of the residuals' correlation matrix
+        reaches the independent-noise edge plus this, with a note: features whose shared
+        variation the fit calls noise, usually a missed factor.
 
     Returns
     -------
@@ -281,6 +297,11 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
                                                   redundant)
                 + ". The fit has probably split one factor in two and may have missed "
                 "another: refit with other seeds or n_restarts and compare the ELBO.")
+    residual = None
+    if X is not None:
+        residual = residual_check(est, X, excess=residual_excess)
+        if residual.flagged:
+            notes.append(str(residual))
     scores = None
     if truth is not None:
         St = np.asarray(truth).astype(bool)
@@ -296,7 +317,8 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
         hit = sum(len(set(true_anc[j]) & set(anc[match[j]])) for j in range(St.shape[1]))
         scores["anchor_recall"] = hit / n_true if n_true else float("nan")
         scores["match"] = match
-    return AnchorReport(table, factors, S, unused, float(threshold), scores, notes, redundant)
+    return AnchorReport(table, factors, S, unused, float(threshold), scores, notes, redundant,
+                        residual)
 
 
 def prune_factors(model, threshold: float = 0.5, num_samples: int = 200) -> np.ndarray:

@@ -21,6 +21,8 @@ def test_select_n_factors_table_and_recommendation():
     assert t.loc[1, "heldout_loglik"] > t.loc[0, "heldout_loglik"] + 0.5
     assert t.loc[2, "used_factors"] < 4
     assert (t["used_factors"] <= t["n_factors"]).all()
+    # one factor for two: the residuals of the missed factor's features move together
+    assert t.loc[0, "residual_flag"] and t.loc[0, "residual_eig"] > t.loc[1, "residual_eig"]
     v = ps.select_n_factors(ps.VAE(hidden_dim=8), d.X, [2], epochs=2, progress=False)
     assert v["recommended"].all()
 

@@ -165,7 +165,9 @@ class AnchorReport:
             lines.append(f"  REDUNDANT: {a} and {b} (encoder means correlate r={r:+.2f})")
         if self.residual is not None and self.residual.flagged:
             lines.append("  RESIDUALS SHARE VARIATION: " + ", ".join(
-                n for n, _ in self.residual.features) + f" (largest residual eigenvalue "
+                n for n, _ in self.residual.features)
+                + (" and more (spread thinly)" if self.residual.spread else "")
+                + f" (largest residual eigenvalue "
                 f"{self.residual.eigenvalue:.2f}, flag at {self.residual.threshold:.2f})")
         if self.scores is not None:
             s = self.scores

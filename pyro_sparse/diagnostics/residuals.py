@@ -50,7 +50,10 @@ class ResidualCheck:
         ``eigenvalue >= threshold``.
     features : list of (str, float)
         Features whose residual variance the leading component carries a share >= 0.25 of,
-        with that share, largest first.
+        with that share, largest first; when no feature reaches 0.25 (a component spread
+        thinly over many features, as on data with hundreds of genes), the ten largest.
+    spread : bool
+        True when no feature's share reaches 0.25 (``features`` then holds the ten largest).
     pairs : list of (str, str, float)
         The five feature pairs with the largest |residual correlation|.
     corr_gg : numpy.ndarray, shape (G, G)
@@ -66,6 +69,7 @@ class ResidualCheck:
     pairs: list = field(default_factory=list)
     corr_gg: np.ndarray | None = None
     n_rows: int = 0
+    spread: bool = False
 
     def __str__(self):
         head = (f"largest residual eigenvalue {self.eigenvalue:.2f} (independent residuals: "
@@ -73,7 +77,10 @@ class ResidualCheck:
         if not self.flagged:
             return head + ": no shared variation left in the residuals."
         feats = ", ".join(f"{n} ({s:.2f})" for n, s in self.features)
-        return (head + f": the residuals of {feats} move together. The fit treats shared "
+        which = (f"a component spread thinly over many features moves together (largest "
+                 f"shares of residual variance: {feats})" if self.spread else
+                 f"the residuals of {feats} move together")
+        return (head + f": {which}. The fit treats shared "
                 "variation of these features as independent noise: a factor is probably "
                 "missed (or too few factors were fitted). Refit with other seeds, more epochs "
                 "or init='factor_analysis', or more factors, and compare held-out scores.")
@@ -82,6 +89,7 @@ class ResidualCheck:
         """JSON-ready summary (without the correlation matrix)."""
         return dict(eigenvalue=self.eigenvalue, null_edge=self.null_edge,
                     threshold=self.threshold, flagged=self.flagged, n_rows=self.n_rows,
+                    spread=self.spread,
                     features=[dict(feature=n, share=s) for n, s in self.features],
                     pairs=[dict(features=[a, b], corr=r) for a, b, r in self.pairs])
 
@@ -151,6 +159,9 @@ def residual_dependence(resid_ng, feature_names=None,
     lam, v = float(vals[-1]), vecs[:, -1]
     share = lam * v ** 2  # share of each feature's residual variance on the leading component
     order = [g for g in np.argsort(-share) if share[g] >= _SHARE]
+    spread = not order
+    if spread:
+        order = list(np.argsort(-share)[:10])
     edge = float((1 + np.sqrt(G / N)) ** 2)
     iu = np.triu_indices(G, 1)
     top = np.argsort(-np.abs(C[iu]))[:5]
@@ -158,7 +169,7 @@ def residual_dependence(resid_ng, feature_names=None,
     thr = edge + float(excess)
     return ResidualCheck(eigenvalue=lam, null_edge=edge, threshold=thr, flagged=lam >= thr,
                          features=[(names[g], float(share[g])) for g in order], pairs=pairs,
-                         corr_gg=C, n_rows=N)
+                         corr_gg=C, n_rows=N, spread=spread)
 
 
 def _residuals(likelihood: str, x_ng: np.ndarray, mean_ng: np.ndarray) -> np.ndarray:

@@ -49,9 +49,19 @@ def test_a_shared_component_is_flagged_and_its_features_listed():
     assert all(0.25 <= s <= 1 for _, s in rc.features)
     assert {frozenset(p[:2]) for p in rc.pairs[:3]} == {
         frozenset(p) for p in (("gene4", "gene9"), ("gene4", "gene17"), ("gene9", "gene17"))}
-    assert "gene4" in str(rc) and "missed" in str(rc)
+    assert "gene4" in str(rc) and "missed" in str(rc) and not rc.spread
     d = rc.to_dict()
     assert d["flagged"] is True and len(d["features"]) == 3 and "corr_gg" not in d
+
+
+def test_a_component_spread_over_many_features_lists_the_ten_largest():
+    rng = np.random.default_rng(6)
+    r = rng.normal(size=(1000, 60))
+    r += 0.35 * rng.normal(size=(1000, 1))  # shared by all: share ~0.11 of each feature
+    rc = residual_dependence(r)
+    assert rc.flagged and rc.spread and len(rc.features) == 10
+    assert all(s < 0.25 for _, s in rc.features)
+    assert "spread thinly" in str(rc) and rc.to_dict()["spread"] is True
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -31,6 +31,13 @@ RESIDUAL_EXCESS = 0.5
 #: a feature is listed with the leading component when it carries this share of the
 #: feature's residual variance
 _SHARE = 0.25
+#: above this many features the G x G correlation matrix is not formed: the leading
+#: eigenpair comes from a truncated SVD of the standardised residuals (memory O(N G))
+DENSE_MAX_FEATURES = 2000
+#: rows used by :func:`residual_check` at most (a seeded random subset beyond it); it also
+#: keeps rows x features under ``_MAX_CELLS`` (but uses at least 2,000 rows)
+MAX_ROWS = 20000
+_MAX_CELLS = 20_000_000
 
 
 @dataclass
@@ -56,8 +63,9 @@ class ResidualCheck:
         True when no feature's share reaches 0.25 (``features`` then holds the ten largest).
     pairs : list of (str, str, float)
         The five feature pairs with the largest |residual correlation|.
-    corr_gg : numpy.ndarray, shape (G, G)
-        The residual correlation matrix.
+    corr_gg : numpy.ndarray, shape (G, G), or None
+        The residual correlation matrix (None above ``DENSE_MAX_FEATURES`` = 2000 features,
+        where it is not formed).
     n_rows : int
     """
 
@@ -113,14 +121,7 @@ def residual_correlation(resid_ng) -> np.ndarray:
     r = np.asarray(resid_ng, dtype=np.float64)
     if r.ndim != 2:
         raise ValueError(f"residuals must be 2-dimensional, got shape {r.shape}")
-    obs = np.isfinite(r)
-    n_obs = obs.sum(0)
-    r0 = np.where(obs, r, 0.0)
-    mean = r0.sum(0) / np.maximum(n_obs, 1)
-    dev = np.where(obs, r0 - mean, 0.0)
-    sd = np.sqrt((dev ** 2).sum(0) / np.maximum(n_obs, 1))
-    ok = (sd > 1e-12 * (1 + np.abs(mean))) & (n_obs >= 2)
-    zs = np.where(ok, dev / np.where(ok, sd, 1.0), 0.0)
+    zs, obs = _standardised(r)
     both = obs.T.astype(np.float64) @ obs.astype(np.float64)
     C = (zs.T @ zs) / np.maximum(both, 1.0)
     C = np.clip(0.5 * (C + C.T), -1.0, 1.0)
@@ -128,9 +129,34 @@ def residual_correlation(resid_ng) -> np.ndarray:
     return C
 
 
+def _standardised(r: np.ndarray):
+    # columns centred and scaled over their observed entries, missing and constant -> 0
+    obs = np.isfinite(r)
+    n_obs = obs.sum(0)
+    r0 = np.where(obs, r, 0.0)
+    mean = r0.sum(0) / np.maximum(n_obs, 1)
+    dev = np.where(obs, r0 - mean, 0.0)
+    sd = np.sqrt((dev ** 2).sum(0) / np.maximum(n_obs, 1))
+    ok = (sd > 1e-12 * (1 + np.abs(mean))) & (n_obs >= 2)
+    return np.where(ok, dev / np.where(ok, sd, 1.0), 0.0), obs
+
+
+def _leading_svd(zs: np.ndarray):
+    # largest eigenpair of zs.T zs / N without forming it
+    from scipy.sparse.linalg import svds
+
+    u, sv, vt = svds(zs / np.sqrt(zs.shape[0]), k=1, random_state=0)
+    return float(sv[0] ** 2), vt[0]
+
+
 def residual_dependence(resid_ng, feature_names=None,
                         excess: float = RESIDUAL_EXCESS) -> ResidualCheck:
     """The residual dependence statistics of a residual matrix (pure function).
+
+    Up to 2,000 features the correlation matrix is formed (pairwise over observed entries,
+    :func:`residual_correlation`); above, the leading eigenpair comes from a truncated SVD of
+    the standardised residuals (missing entries as 0, so the normalisation is per column, not
+    per pair) and ``pairs`` is searched among the 200 features with the largest share.
 
     Parameters
     ----------
@@ -154,18 +180,27 @@ def residual_dependence(resid_ng, feature_names=None,
         [f"feature_{g}" for g in range(G)]
     if len(names) != G:
         raise ValueError(f"{len(names)} feature names for {G} residual columns")
-    C = residual_correlation(r)
-    vals, vecs = np.linalg.eigh(C)
-    lam, v = float(vals[-1]), vecs[:, -1]
+    if G <= DENSE_MAX_FEATURES:
+        C = residual_correlation(r)
+        vals, vecs = np.linalg.eigh(C)
+        lam, v = float(vals[-1]), vecs[:, -1]
+        cand, Cc = np.arange(G), C
+    else:
+        zs, obs = _standardised(r)
+        lam, v = _leading_svd(zs)
+        C = None
     share = lam * v ** 2  # share of each feature's residual variance on the leading component
     order = [g for g in np.argsort(-share) if share[g] >= _SHARE]
     spread = not order
     if spread:
         order = list(np.argsort(-share)[:10])
+    if C is None:
+        cand = np.argsort(-share)[:200]
+        Cc = residual_correlation(r[:, cand])
     edge = float((1 + np.sqrt(G / N)) ** 2)
-    iu = np.triu_indices(G, 1)
-    top = np.argsort(-np.abs(C[iu]))[:5]
-    pairs = [(names[iu[0][i]], names[iu[1][i]], float(C[iu][i])) for i in top]
+    iu = np.triu_indices(len(cand), 1)
+    top = np.argsort(-np.abs(Cc[iu]))[:5]
+    pairs = [(names[cand[iu[0][i]]], names[cand[iu[1][i]]], float(Cc[iu][i])) for i in top]
     thr = edge + float(excess)
     return ResidualCheck(eigenvalue=lam, null_edge=edge, threshold=thr, flagged=lam >= thr,
                          features=[(names[g], float(share[g])) for g in order], pairs=pairs,
@@ -186,7 +221,8 @@ def _residuals(likelihood: str, x_ng: np.ndarray, mean_ng: np.ndarray) -> np.nda
 
 
 def residual_check(model, X, excess: float = RESIDUAL_EXCESS, layer: str | None = None,
-                   batch_size: int = 4096) -> ResidualCheck:
+                   batch_size: int = 4096, max_rows: int | None = MAX_ROWS,
+                   seed: int = 0) -> ResidualCheck:
     """Is shared variation left in a fitted model's residuals on ``X``?
 
     Computes the residuals ``x - model.reconstruct(x)`` (Pearson residuals ``(x - mu) /
@@ -213,6 +249,12 @@ def residual_check(model, X, excess: float = RESIDUAL_EXCESS, layer: str | None 
         With an AnnData, the layer to use.
     batch_size : int
         Rows per forward pass.
+    max_rows : int or None
+        Use a random subset of at most this many rows (seeded by ``seed``), and of at most
+        ``max(2000, 2e7 / G)`` rows, so that memory stays near a few copies of 2e7 numbers
+        (plus G x G up to 2,000 features); None: all rows.
+    seed : int
+        Seed of that subset.
 
     Returns
     -------
@@ -228,10 +270,22 @@ def residual_check(model, X, excess: float = RESIDUAL_EXCESS, layer: str | None 
 
     est = chains_of(model)[0][0]
     x, names = as_data_matrix(X, "X", layer)
+    if max_rows is not None:
+        n_use = min(int(max_rows), max(2000, _MAX_CELLS // max(x.shape[1], 1)))
+        if x.shape[0] > n_use:
+            keep = np.sort(np.random.default_rng(seed).choice(x.shape[0], n_use,
+                                                              replace=False))
+            x = x[keep]
     if hasattr(x, "toarray"):
         x = x.toarray()
     x = np.asarray(x, dtype=np.float64)
-    mean = est.reconstruct(X, batch_size=batch_size, layer=layer)
+    if names is not None:  # a plain array carries the names checked against the fit
+        import pandas as pd
+
+        data = pd.DataFrame(x, columns=list(names))
+    else:
+        data = x
+    mean = est.reconstruct(data, batch_size=batch_size)
     if names is None:
         names = getattr(est, "feature_names_in_", None)
     res = _residuals(est.likelihood, x, np.asarray(mean, dtype=np.float64))

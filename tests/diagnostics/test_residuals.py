@@ -64,6 +64,21 @@ def test_a_component_spread_over_many_features_lists_the_ten_largest():
     assert "spread thinly" in str(rc) and rc.to_dict()["spread"] is True
 
 
+def test_many_features_take_the_svd_path_with_the_same_answer(monkeypatch):
+    import pyro_sparse.diagnostics.residuals as mod
+
+    rng = np.random.default_rng(7)
+    r = rng.normal(size=(500, 40))
+    r[:, [3, 11, 30]] += 2 * rng.normal(size=(500, 1))
+    dense = residual_dependence(r)
+    monkeypatch.setattr(mod, "DENSE_MAX_FEATURES", 10)
+    big = residual_dependence(r)
+    assert big.corr_gg is None and dense.corr_gg is not None
+    assert big.eigenvalue == pytest.approx(dense.eigenvalue, rel=1e-6)
+    assert [n for n, _ in big.features] == [n for n, _ in dense.features]
+    assert [frozenset(p[:2]) for p in big.pairs[:3]] == [frozenset(p[:2]) for p in dense.pairs[:3]]
+
+
 @pytest.mark.parametrize("bad, match", [
     (np.zeros(5), "at least 3 rows and 2 features"),
     (np.zeros((2, 4)), "at least 3 rows and 2 features"),
@@ -112,6 +127,16 @@ def test_a_fit_with_too_few_factors_is_flagged_on_the_missed_block(two_blocks):
     assert report.residual is not None and report.residual.flagged
     assert "RESIDUALS SHARE VARIATION" in str(report)
     assert report.to_dict()["residual"]["flagged"] is True
+    sub = residual_check(m, two_blocks, max_rows=2000)  # fewer rows than that: all used
+    assert sub.n_rows == 600 and sub.eigenvalue == pytest.approx(rc.eigenvalue)
+    import pandas as pd
+
+    named = pd.DataFrame(two_blocks, columns=[f"g{i}" for i in range(8)])
+    m2 = ps.SparseVAE(n_factors=1, hidden_dim=8).fit(named.iloc[:200], epochs=2, seed=0,
+                                                      progress=False)
+    few = residual_check(m2, named, max_rows=100, seed=1)
+    assert few.n_rows == 100 and all(n.startswith("g") for n, _ in few.features + [
+        (p[0], 0) for p in few.pairs])
 
 
 def test_without_data_the_report_has_no_residual_check(two_blocks):

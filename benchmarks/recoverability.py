@@ -13,6 +13,9 @@ feature, as those runs):
 - ``fa_bic``: the number of factors (1..3K) with the smallest BIC.
 - ``fa_start``: the smallest matched |corr| between z and the varimax-rotated K-factor
   scores, i.e. what ``SparseVAE(init="factor_analysis")`` starts its encoder at.
+- ``vm_oracle_m``: true factors at matched |corr| >= 0.9 when each is matched (Hungarian,
+  knowing z) to one of the varimax-rotated scores of an m-factor analysis (m = 2K, 3K): the
+  best any rule that picks K of those rotated factors could start from.
 - ``even_anchors``: anchors (features loaded on one factor only) whose dependence on the
   factor is closer to even than odd (|corr(x_g, |z_k|)| > |corr(x_g, z_k)|): the decoder's
   first layer has no bias, so a feature's function of W_gk z_k kinks at 0 and is often V-shaped.
@@ -79,6 +82,11 @@ def diagnose(seed: int, n_factors: int = 3, n: int = 2000) -> dict:
     r, c = linear_sum_assignment(-C)
     row["fa_start_min"] = float(C[r, c].min())
     row["fa_start_found"] = int((C[r, c] >= 0.9).sum())
+    for m in (2 * K, 3 * K):
+        sm, _ = _rotated_scores(fits[m - 1], xs)
+        Cm = np.abs(np.corrcoef(z.T, sm.T)[:K, K:])
+        r, c = linear_sum_assignment(-Cm)
+        row[f"vm_oracle_{m}"] = int((Cm[r, c] >= 0.9).sum())
     anchors = np.flatnonzero(gamma.sum(1) == 1)
     even = 0
     for g in anchors:
@@ -102,12 +110,15 @@ def render(rows, name) -> str:
           "docstring.", "",
           f"| seed | supervised linear readout (min over factors) | BIC factors (1..{3 * K}) | "
           f"FA subspace min canon. corr, {K} factors | {2 * K} factors | {3 * K} factors | "
-          "varimax FA start: factors at |corr| >= 0.9 | even anchors / anchors |",
-          "|---|---|---|---|---|---|---|---|"]
+          "varimax FA start: factors at |corr| >= 0.9 | best K of the "
+          f"{2 * K} varimax factors (oracle) | best K of {3 * K} (oracle) | even anchors / "
+          "anchors |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['seed']} | {r['readout_min']:.2f} | {r['fa_bic']} | "
                   f"{r[f'fa_cc_{K}']:.2f} | {r[f'fa_cc_{2 * K}']:.2f} | "
                   f"{r[f'fa_cc_{3 * K}']:.2f} | {r['fa_start_found']}/{K} | "
+                  f"{r[f'vm_oracle_{2 * K}']}/{K} | {r[f'vm_oracle_{3 * K}']}/{K} | "
                   f"{r['even_anchors']}/{r['anchors']} |")
     n = len(rows)
 
@@ -118,7 +129,9 @@ def render(rows, name) -> str:
            f"{count('readout_min')}/{n}; FA subspace with {K} factors {count(f'fa_cc_{K}')}/{n}, "
            f"{2 * K} factors {count(f'fa_cc_{2 * K}')}/{n}, {3 * K} factors "
            f"{count(f'fa_cc_{3 * K}')}/{n}; varimax FA start "
-           f"{sum(r['fa_start_found'] == K for r in rows)}/{n}."]
+           f"{sum(r['fa_start_found'] == K for r in rows)}/{n}; the best {K} of {2 * K} "
+           f"varimax factors (oracle) {sum(r[f'vm_oracle_{2 * K}'] == K for r in rows)}/{n}, "
+           f"of {3 * K} {sum(r[f'vm_oracle_{3 * K}'] == K for r in rows)}/{n}."]
     return "\n".join(md) + "\n"
 
 

@@ -162,6 +162,7 @@ def test_recoverability_rows_and_table():
     # nested factor analyses: a larger subspace is not much worse at containing z
     assert row["fa_cc_9"] >= row["fa_cc_3"] - 0.05
     assert 0 <= row["even_anchors"] <= row["anchors"] and 0 <= row["fa_start_found"] <= 3
+    assert all(0 <= row[f"vm_oracle_{m}"] <= 3 for m in (6, 9))
     text = recoverability.render([row], "t")
     assert "| 0 |" in text and "supervised readout" in text
 

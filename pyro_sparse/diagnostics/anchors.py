@@ -244,8 +244,8 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
     redundancy : float
         With ``X``: used factors whose encoder means on ``X`` correlate at |r| >= this are
         reported as redundant, with a note: one true factor carried by two latents, another
-        usually missed. Measured (benchmarks/results/redundancy.md): at 0.9 it flagged 3 of 8
-        failed fits on data simulated from the model and none of 12 good fits on the paper's
+        usually missed. Measured (benchmarks/results/redundancy.md): at 0.9 it flagged 6 of 16
+        failed fits on data simulated from the model and none of 23 good fits on the paper's
         synthetic study; it does not see a rotated solution (the failures at rho 0.8 there).
     residual_excess : float
         With ``X``: the residual check (:func:`~pyro_sparse.diagnostics.residual_check`)

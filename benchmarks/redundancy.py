@@ -13,8 +13,10 @@ support of a factor the fit missed):
 - ``paper rho=...``: the paper's synthetic study (N=1000, K=5 fitted) at rho 0, 0.4 and 0.8;
 - ``paper rho=0.4, K=1``: one factor fitted for two true ones (a factor is surely missed).
 
-Run:  .venv/bin/python benchmarks/redundancy.py --reps 8 --jobs 2   (about 10 minutes here)
-Writes benchmarks/results/redundancy.{md,csv}. 1 torch thread per fit.
+Run:  make bench-redundancy   (two runs of 8 seeds, about 10 minutes each here, then merged)
+or    .venv/bin/python benchmarks/redundancy.py --reps 8 [--first-seed S] [--name NAME]
+Writes benchmarks/results/NAME.{md,csv} (``--render CSV ...`` re-renders merged run files
+into redundancy.md). 1 torch thread per fit.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def fit_one(task):
     pairs = redundant_factors(codes, (m.inclusion_probs_ >= 0.5).any(0), threshold=1e-9)
     rc = residual_check(m, x)
     missed = np.asarray(gamma, bool)[:, per_true < 0.9].any(1)  # support of missed factors
-    listed = [int(n.split("_")[1]) for n, _ in rc.features]
+    listed = [int(n.split("_")[1]) for n, _ in rc.features]  # unnamed columns: feature_<g>
     return dict(data=data, seed=seed, min_matched_corr=float(found), recovered=found >= 0.9,
                 max_pair_corr=float(abs(pairs[0][2])) if pairs else 0.0,
                 resid_eig=rc.eigenvalue, resid_edge=rc.null_edge, resid_flag=rc.flagged,

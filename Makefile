@@ -7,7 +7,7 @@ export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
 .PHONY: demo test lint bench-synthetic bench-speed bench-calibration bench-identifiability \
-        bench-counts bench-pbmc bench-redundancy clean
+        bench-counts bench-pbmc bench-redundancy bench-parallel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ bench-redundancy: $(VENV)/.test
 	$(BIN)/python benchmarks/redundancy.py --reps 8 --jobs 2 --name redundancy_seeds0
 	$(BIN)/python benchmarks/redundancy.py --reps 8 --jobs 2 --first-seed 8 --name redundancy_seeds8
 	$(BIN)/python benchmarks/redundancy.py --render benchmarks/results/redundancy_seeds0.csv benchmarks/results/redundancy_seeds8.csv
+
+bench-parallel: $(VENV)/.test
+	$(BIN)/python benchmarks/parallel_restarts.py
 
 bench-counts: $(VENV)/.test
 	$(BIN)/python benchmarks/counts_and_missing.py --reps 3 --jobs 2

@@ -245,6 +245,8 @@ def cmd_fit(a) -> int:
     if a.restarts > 1 and (a.checkpoint_every or a.resume):
         raise UsageError("--restarts > 1 does not combine with --checkpoint-every or --resume "
                          "(fit restarts one by one with --seed instead)")
+    if a.jobs > 1 and a.device != "cpu":
+        raise UsageError("--jobs > 1 fits restarts in CPU processes; use --device cpu")
     if a.model == "vae" and (a.factor_correlation or a.lkj_concentration != 1.0
                              or a.init != "random"):
         raise UsageError("--factor-correlation, --lkj-concentration and --init need --model "
@@ -280,7 +282,7 @@ def cmd_fit(a) -> int:
             est.fit(X_fit, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                     device=device, progress=not a.no_progress,
                     checkpoint=ck if (a.checkpoint_every or a.resume) else None,
-                    checkpoint_every=a.checkpoint_every, resume=a.resume)
+                    checkpoint_every=a.checkpoint_every, resume=a.resume, n_jobs=a.jobs)
         except FloatingPointError as e:
             keep_work = ck.is_file()
             where = (f"the last good checkpoint is kept at {ck}" if keep_work
@@ -411,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="independent fits (seeds S, S+1, ...); the best ELBO is kept, or with "
                         "--refine-support the sparsest within one SE of the best held-out "
                         "log-likelihood")
+    f.add_argument("--jobs", type=_positive_int("--jobs"), default=1, metavar="J",
+                   help="with --restarts > 1: fit the restarts in J CPU processes (the same "
+                        "fits as one by one at one thread per fit)")
     f.add_argument("--refine-polish", type=_positive_float("--refine-polish"), default=0.0,
                    metavar="P",
                    help="with --refine-support: fine-tune each restart's chosen support P x "

@@ -38,6 +38,7 @@ from .infer import (
     row_batches,
     write_checkpoint,
 )
+from .infer.parallel import check_n_jobs, effective_jobs, run_in_processes
 from .io import (
     as_data_matrix,
     column_stats,
@@ -113,11 +114,39 @@ def _load_state(model, guide, tensors: dict) -> None:
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
                           strict=True)
     g_state = {k[6:]: v for k, v in tensors.items() if k.startswith("guide.")}
+    own = guide.state_dict()
     key = "globals_guide.log_scale_sd_k"
-    if key in guide.state_dict() and key not in g_state:
+    if key in own and key not in g_state:
         # folders written before the scale-symmetry step: no spread recorded
-        g_state[key] = torch.zeros_like(guide.state_dict()[key])
+        g_state[key] = torch.zeros_like(own[key])
+    key = "globals_guide.support_mask_gk"
+    if key in own and key not in g_state:
+        # folders written before the support mask was saved: W's zeros are its support
+        g_state[key] = (g_state["globals_guide.W_gk"] != 0).to(own[key].dtype)
     guide.load_state_dict(g_state, strict=True)
+
+
+def _numpy_state(model, guide) -> dict:
+    return {k: v.detach().cpu().numpy() for k, v in _module_tensors(model, guide).items()}
+
+
+def _restart_in_worker(cls, params, ctx, seed):
+    # one restart of ``cls(**params).fit`` in a worker process (see _Estimator.fit's n_jobs)
+    est = cls(**params)
+    dev = torch.device("cpu")
+    fit = est._fit_restart(ctx, seed, dev, as_rows(ctx["fit_arr"], dev))
+    out = {k: v for k, v in fit.items() if k not in ("model", "guide", "cand")}
+    out["state"] = _numpy_state(fit["model"], fit["guide"])
+    out["cand"] = None
+    if fit["cand"] is not None:
+        out["cand"] = {k: v for k, v in fit["cand"].items() if k != "fitted"}
+        out["cand"]["state"] = _numpy_state(*fit["cand"]["fitted"])
+    return out
+
+
+def _fit_in_worker(cls, params, X, seed, fit_kwargs):
+    # a whole ``cls(**params).fit`` in a worker process (see fit_restarts's n_jobs)
+    return cls(**params).fit(X, seed=seed, **fit_kwargs)._payload()
 
 
 class _Estimator:
@@ -181,7 +210,7 @@ class _Estimator:
     # ------------------------------------------------------------------ fit
     def fit(self, X, epochs: int = 200, batch_size: int = 100, lr: float = 1e-2, seed: int = 0,
             device="cpu", progress: bool = True, layer: str | None = None, checkpoint=None,
-            checkpoint_every: int = 0, resume: bool = False):
+            checkpoint_every: int = 0, resume: bool = False, n_jobs: int = 1):
         """Fit the model to data by minibatch SVI.
 
         Parameters
@@ -215,6 +244,12 @@ class _Estimator:
             Continue from ``checkpoint`` up to ``epochs`` in all. The data, the constructor
             arguments and the other fit arguments must be those of the interrupted run; on
             CPU the result equals an uninterrupted run with the same seed.
+        n_jobs : int
+            With ``n_restarts > 1``, fit the restarts in this many spawned CPU processes
+            (-1: one per core), each with ``torch.get_num_threads() // n_jobs`` threads
+            (at least 1). Every restart is seeded as in a serial fit, so at the same thread
+            count per fit the result is the same; CPU only. A script that uses it needs the
+            ``if __name__ == "__main__":`` guard of :mod:`multiprocessing`.
 
         Returns
         -------
@@ -250,6 +285,10 @@ class _Estimator:
         if checkpoint is not None and self.n_restarts > 1:
             raise ValueError("checkpoints need n_restarts=1 (fit restarts one by one instead)")
         dev = resolve_device(device)
+        jobs = effective_jobs(check_n_jobs(n_jobs), self.n_restarts)
+        if jobs > 1 and dev.type != "cpu":
+            raise ValueError(f"n_jobs={n_jobs} runs restarts in CPU worker processes; use "
+                             f"n_jobs=1 with device={device!r}")
         arr, names = self._prepare(X, fitted=False, layer=layer)
         col_mean, col_sd = column_stats(arr)
         self._warn_about(arr, names, batch_size, col_sd)
@@ -265,55 +304,28 @@ class _Estimator:
                 raise ValueError(f"checkpoint {checkpoint} belongs to another run (different "
                                  "data, model settings, batch size, lr or seed)")
             resume_state = (tensors, info)
-        best, refined = None, []
-        for r in range(self.n_restarts):
-            s = int(seed) + r
-            model, guide = self._build(cfg, dev, s)
-            if self.likelihood == "normal":
-                guide.globals_guide.init_sigma(torch.as_tensor(col_sd, dtype=torch.float32,
-                                                               device=dev))
-            guide.local_guide.set_fill(col_mean)
-            init_info = None
-            if resume_state is not None:
-                _load_state(model, guide, resume_state[0])
-            else:
-                init_info = self._initialise(guide, x_ng, s)
-                out_info = self._start_output_layer(model, guide, col_mean, col_sd, s)
-                if out_info is not None:
-                    init_info = dict(init_info or {}, output_scale=out_info)
-            save = None
-            if checkpoint_every:
-                def save(done, snapshot, model=model, guide=guide):
-                    if done % checkpoint_every == 0:
-                        t, info = snapshot()
-                        t.update(_module_tensors(model, guide))
-                        write_checkpoint(checkpoint, t, dict(info, run_id=run_id))
-            with _local_params():
-                hist = fit_svi(model, guide, x_ng, epochs=epochs, batch_size=batch_size, lr=lr,
-                               seed=s, warmup_epochs=self.warmup * epochs, progress=progress,
-                               on_step=self._schedule(model, guide),
-                               desc=f"{type(self).__name__} restart {r + 1}/{self.n_restarts}"
-                               if self.n_restarts > 1 else type(self).__name__,
-                               resume_state=resume_state, on_epoch_end=save)
-                post = self._after_fit(model, guide, x_ng)
-            if init_info is not None:
-                post = dict(post, init=init_info)
-            fit = dict(model=model, guide=guide, hist=hist, seed=s, post=post, cand=None)
-            if heldout_arr is not None and self.n_restarts > 1:
-                # restarts are compared where refinement compares supports: on the held-out
-                # rows (the training ELBO prefers denser, rotated solutions)
-                self._adopt(model, guide, cfg, arr, names, dev)
-                fit["cand"] = self._refine_candidates(fit_arr, heldout_arr, epochs, batch_size,
-                                                      lr, s, progress)
-                refined.append(fit)
-                continue
-            if self.n_restarts > 1:
-                with _local_params():
-                    final = full_data_loss(model, guide, x_ng)
-            else:
-                final = hist[-1]
-            if best is None or final < best[0]:
-                best = (final, fit)
+        ctx = dict(cfg=cfg, arr=arr, names=names, fit_arr=fit_arr, heldout_arr=heldout_arr,
+                   col_mean=col_mean, col_sd=col_sd, epochs=epochs, batch_size=batch_size,
+                   lr=lr, progress=progress)
+        seeds = [int(seed) + r for r in range(self.n_restarts)]
+        if jobs > 1:
+            fits = self._restarts_in_processes(ctx, seeds, jobs, dev)
+        else:
+            built = []  # the modules being fitted (checkpoints need n_restarts=1)
+
+            def save(done, snapshot):
+                if checkpoint_every and done % checkpoint_every == 0:
+                    t, info = snapshot()
+                    t.update(_module_tensors(*built[-1]))
+                    write_checkpoint(checkpoint, t, dict(info, run_id=run_id))
+
+            fits = [self._fit_restart(
+                ctx, s, dev, x_ng, resume_state=resume_state,
+                on_epoch_end=save if checkpoint_every else None, on_built=built.append,
+                desc=f"{type(self).__name__} restart {r + 1}/{self.n_restarts}"
+                if self.n_restarts > 1 else type(self).__name__)
+                for r, s in enumerate(seeds)]
+        refined = [f for f in fits if f["cand"] is not None]
         if refined:
             # the same one-standard-error rule as between candidate supports: the sparsest
             # restart whose held-out log-likelihood is within one SE of the best
@@ -321,7 +333,7 @@ class _Estimator:
                                    [f["cand"]["size"] for f in refined])
             fit = refined[chosen]
         else:
-            fit = best[1]
+            fit = min(fits, key=lambda f: f["final"])  # the first of equals, as in order
         model, guide, hist, s, post = (fit[k] for k in ("model", "guide", "hist", "seed",
                                                          "post"))
         self._adopt(model, guide, cfg, arr, names, dev)
@@ -352,6 +364,87 @@ class _Estimator:
                     restart_support_size=[f["cand"]["size"] for f in refined],
                     chosen_restart=int(chosen))
         return self
+
+    def _fit_restart(self, ctx, s, dev, x_ng, resume_state=None, on_epoch_end=None,
+                     on_built=None, desc=None) -> dict:
+        # one restart with seed s: build, start, fit, post-process and (with a held-out part
+        # and several restarts) refine; a pure function of (parameters, data, s) on CPU
+        model, guide = self._build(ctx["cfg"], dev, s)
+        if on_built is not None:
+            on_built((model, guide))
+        if self.likelihood == "normal":
+            guide.globals_guide.init_sigma(torch.as_tensor(ctx["col_sd"], dtype=torch.float32,
+                                                           device=dev))
+        guide.local_guide.set_fill(ctx["col_mean"])
+        init_info = None
+        if resume_state is not None:
+            _load_state(model, guide, resume_state[0])
+        else:
+            init_info = self._initialise(guide, x_ng, s)
+            out_info = self._start_output_layer(model, guide, ctx["col_mean"], ctx["col_sd"],
+                                                s)
+            if out_info is not None:
+                init_info = dict(init_info or {}, output_scale=out_info)
+        epochs = ctx["epochs"]
+        with _local_params():
+            hist = fit_svi(model, guide, x_ng, epochs=epochs, batch_size=ctx["batch_size"],
+                           lr=ctx["lr"], seed=s, warmup_epochs=self.warmup * epochs,
+                           progress=ctx["progress"], on_step=self._schedule(model, guide),
+                           desc=desc or type(self).__name__, resume_state=resume_state,
+                           on_epoch_end=on_epoch_end)
+            post = self._after_fit(model, guide, x_ng)
+        if init_info is not None:
+            post = dict(post, init=init_info)
+        fit = dict(model=model, guide=guide, hist=hist, seed=s, post=post, cand=None,
+                   final=hist[-1])
+        if ctx["heldout_arr"] is not None and self.n_restarts > 1:
+            # restarts are compared where refinement compares supports: on the held-out
+            # rows (the training ELBO prefers denser, rotated solutions)
+            self._adopt(model, guide, ctx["cfg"], ctx["arr"], ctx["names"], dev)
+            fit["cand"] = self._refine_candidates(ctx["fit_arr"], ctx["heldout_arr"], epochs,
+                                                  ctx["batch_size"], ctx["lr"], s,
+                                                  ctx["progress"])
+        elif self.n_restarts > 1:
+            with _local_params():
+                fit["final"] = full_data_loss(model, guide, x_ng)
+        return fit
+
+    def _restarts_in_processes(self, ctx, seeds, jobs, dev) -> list:
+        # every restart in a spawned CPU worker; the fitted modules come back as numpy
+        # state dicts (no shared memory, nothing unpickled from disk) and are rebuilt here
+        threads = max(1, torch.get_num_threads() // jobs)
+        bar = None
+        if ctx["progress"]:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(seeds), desc=f"{type(self).__name__} restarts ({jobs} "
+                       "processes)", unit="restart", leave=False)
+        quiet = dict(ctx, progress=False)
+        try:
+            outs = run_in_processes(_restart_in_worker,
+                                    [(type(self), self.get_params(), quiet, s) for s in seeds],
+                                    jobs, threads=threads,
+                                    on_done=None if bar is None else lambda: bar.update(1))
+        finally:
+            if bar is not None:
+                bar.close()
+
+        def rebuild(state, s):
+            model, guide = self._build(ctx["cfg"], torch.device("cpu"), s)
+            _load_state(model, guide, {k: torch.from_numpy(v) for k, v in state.items()})
+            return model.to(dev), guide.to(dev)
+
+        fits = []
+        for out in outs:
+            fit = dict(out)
+            fit["model"], fit["guide"] = rebuild(out["state"], out["seed"])
+            del fit["state"]
+            if out["cand"] is not None:
+                fit["cand"] = dict(out["cand"])
+                fit["cand"]["fitted"] = rebuild(out["cand"]["state"], out["seed"])
+                del fit["cand"]["state"]
+            fits.append(fit)
+        return fits
 
     def _initialise(self, guide, x_ng, seed):
         # a start other than the random one; returns what it did (for fit_info_) or None
@@ -699,24 +792,46 @@ class _Estimator:
             raise ValueError(f"{path} holds a {cfg.get('estimator')!r} model, not a "
                              f"{cls.__name__}; use {cfg.get('estimator')}.load")
         try:
-            est = cls(**cfg["params"])
-            if not isinstance(cfg["model_config"], dict):
-                raise TypeError("model_config is not a mapping")
-            model, guide = est._build(cfg["model_config"], torch.device("cpu"), 0)
-            _load_state(model, guide, tensors)
-            hist = tensors["loss_history"].numpy()
+            hist = tensors.pop("loss_history").numpy()
+            return cls._restore(cfg, tensors, hist, dev)
         except (KeyError, TypeError, RuntimeError, ValueError, AttributeError,
                 MemoryError) as e:
             raise ValueError(f"{path} is corrupt or from an incompatible version: {e}") from None
+
+    @classmethod
+    def _restore(cls, cfg: dict, tensors: dict, loss_history, dev, extra=None):
+        # an estimator rebuilt from its parameters, model config and module tensors
+        est = cls(**cfg["params"])
+        if not isinstance(cfg["model_config"], dict):
+            raise TypeError("model_config is not a mapping")
+        model, guide = est._build(cfg["model_config"], torch.device("cpu"), 0)
+        _load_state(model, guide, tensors)
         est.model_, est.guide_ = model.to(dev).eval(), guide.to(dev).eval()
         est.model_config_ = cfg["model_config"]
-        est.loss_history_ = hist.astype(float)
+        est.loss_history_ = np.asarray(loss_history, dtype=float)
         est.n_features_in_ = int(cfg["n_features"])
         est.feature_names_in_ = cfg.get("feature_names")
         est.fit_info_ = cfg.get("fit_info", {})
         est.device_ = dev
+        for k, v in (extra or {}).items():
+            setattr(est, k, v)
         est._set_fitted_attributes()
         return est
+
+    def _payload(self) -> dict:
+        # the fitted state as plain Python and numpy (to send between processes)
+        cfg = dict(params=self.get_params(), model_config=self.model_config_,
+                   n_features=self.n_features_in_, feature_names=self.feature_names_in_,
+                   fit_info=self.fit_info_)
+        extra = {k: getattr(self, k) for k in ("refinement_",) if hasattr(self, k)}
+        return dict(cfg=cfg, state=_numpy_state(self.model_, self.guide_),
+                    loss_history=np.asarray(self.loss_history_), extra=extra)
+
+    @classmethod
+    def _from_payload(cls, payload: dict, device="cpu"):
+        tensors = {k: torch.from_numpy(v) for k, v in payload["state"].items()}
+        return cls._restore(payload["cfg"], tensors, payload["loss_history"],
+                            resolve_device(device), payload["extra"])
 
 
 class SparseVAE(_Estimator):

@@ -10,9 +10,13 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 
 from .diagnostics.support import corr
+from .estimators import _fit_in_worker
+from .infer import resolve_device
+from .infer.parallel import check_n_jobs, effective_jobs, run_in_processes
 from .models.sparse_vae import check_positive_int
 
 __all__ = ["Restarts", "fit_restarts", "align_factors"]
@@ -121,7 +125,8 @@ class Restarts:
         return self.align([e.transform(X, batch_size=batch_size) for e in self.estimators_])
 
 
-def fit_restarts(estimator, X, n_restarts: int = 4, seed: int = 0, **fit_kwargs) -> Restarts:
+def fit_restarts(estimator, X, n_restarts: int = 4, seed: int = 0, n_jobs: int = 1,
+                 **fit_kwargs) -> Restarts:
     """Fit independent restarts of ``estimator`` and align their factors to the first.
 
     Each restart is a fresh copy of ``estimator`` (same parameters, ``n_restarts=1``) fitted
@@ -138,6 +143,12 @@ def fit_restarts(estimator, X, n_restarts: int = 4, seed: int = 0, **fit_kwargs)
         R, the number of independent fits (at least 2 for R-hat).
     seed : int
         Seed of restart 0.
+    n_jobs : int
+        Fit the restarts in this many spawned CPU processes (-1: one per core), each with
+        ``torch.get_num_threads() // n_jobs`` threads (at least 1). Each restart is seeded
+        as in a serial run, so at the same thread count per fit the fits are the same. CPU
+        only; a script that uses it needs the ``if __name__ == "__main__":`` guard of
+        :mod:`multiprocessing`.
     **fit_kwargs
         Passed to ``fit`` (epochs, batch_size, lr, device, progress).
 
@@ -151,12 +162,21 @@ def fit_restarts(estimator, X, n_restarts: int = 4, seed: int = 0, **fit_kwargs)
     params = dict(estimator.get_params())
     if "n_restarts" in params:
         params["n_restarts"] = 1
-    fits, seeds = [], []
-    for r in range(R):
-        est = type(estimator)(**params)
-        est.fit(X, seed=int(seed) + r, **fit_kwargs)
-        fits.append(est)
-        seeds.append(int(seed) + r)
+    seeds = [int(seed) + r for r in range(R)]
+    jobs = effective_jobs(check_n_jobs(n_jobs), R)
+    if jobs > 1:
+        device = fit_kwargs.get("device", "cpu")
+        if resolve_device(device).type != "cpu":
+            raise ValueError(f"n_jobs={n_jobs} fits the restarts in CPU worker processes; use "
+                             f"n_jobs=1 with device={device!r}")
+        quiet = dict(fit_kwargs, progress=False, device="cpu")
+        threads = max(1, torch.get_num_threads() // jobs)
+        payloads = run_in_processes(_fit_in_worker,
+                                    [(type(estimator), params, X, s, quiet) for s in seeds],
+                                    jobs, threads=threads)
+        fits = [type(estimator)._from_payload(p) for p in payloads]
+    else:
+        fits = [type(estimator)(**params).fit(X, seed=s, **fit_kwargs) for s in seeds]
     z_ref = fits[0].transform(X)
     perms, signs, corrs = [], [], []
     for est in fits:

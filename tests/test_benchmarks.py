@@ -180,3 +180,20 @@ def test_redundancy_one_fit_and_render(tmp_path):
     assert redundancy.main(["--render", str(csv), "--name", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out.md").read_text()
     assert "| model | 3 | 2 |" in text and "Residual check" in text
+
+
+def test_parallel_restarts_rows_and_table(tmp_path):
+    import parallel_restarts
+
+    threads = torch.get_num_threads()
+    try:
+        parallel_restarts.main(["--rhos", "0.4", "--epochs", "2", "--jobs", "2", "--settings",
+                                "5 restarts by ELBO", "--name", str(tmp_path / "par")])
+    finally:
+        torch.set_num_threads(threads)
+    rows = pd.read_csv(tmp_path / "par.csv")
+    assert list(rows["mode"]) == ["serial, 1 thread", "serial, 2 threads", "n_jobs=2"]
+    # the workers' restarts are the serial ones: bit-identical loadings
+    assert bool(rows["same_as_serial_1_thread"].iloc[2])
+    text = (tmp_path / "par.md").read_text()
+    assert "| 5 restarts by ELBO | 0.4 | n_jobs=2 |" in text and "yes |" in text

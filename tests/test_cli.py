@@ -166,6 +166,9 @@ BAD = {
                                   "--restarts > 1 does not combine"),
     "restarts zero": (["fit", "data.csv", "--factors", 2, "--out", "o", "--restarts", 0],
                       "--restarts"),
+    "jobs zero": (["fit", "data.csv", "--factors", 2, "--out", "o", "--jobs", 0], "--jobs"),
+    "jobs on cuda": (["fit", "data.csv", "--factors", 2, "--out", "o", "--restarts", 2,
+                      "--jobs", 2, "--device", "cuda"], "--jobs > 1 fits restarts in CPU"),
     "correlation on the vae": (["fit", "data.csv", "--factors", 2, "--out", "o", "--model",
                                 "vae", "--factor-correlation"],
                                "--factor-correlation, --lkj-concentration and --init need"),
@@ -241,7 +244,7 @@ def test_restarts_with_refinement_and_factor_correlation(work):
     r = run("fit", "data.csv", "--factors", 2, "--out", "restarted", "--epochs", 3,
             "--refine-support", "--restarts", 2, "--factor-correlation",
             "--lkj-concentration", 5, "--refine-polish", 1, "--seed", 3, "--no-progress",
-            "--init", "factor_analysis", "--output-scale", 0.5, cwd=work)
+            "--init", "factor_analysis", "--output-scale", 0.5, "--jobs", 2, cwd=work)
     assert r.returncode == 0, r.stderr
     metrics = json.loads((work / "restarted" / "metrics.json").read_text())
     ref = metrics["refinement"]

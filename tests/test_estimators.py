@@ -267,10 +267,29 @@ def test_refine_support_prunes_holds_zeros_and_round_trips(data, tmp_path):
     m2 = ps.SparseVAE.load(tmp_path / "refined")
     np.testing.assert_array_equal(m2.loadings_, m.loadings_)
     assert m2.refine_support and m2.validation_fraction == 0.25
+    # the support mask is saved too, so a loaded fit keeps its zeros when trained further
+    mask = m.guide_.globals_guide.support_mask_gk
+    assert 0 < int(mask.sum()) < mask.numel()
+    torch.testing.assert_close(m2.guide_.globals_guide.support_mask_gk, mask)
     # reproducible: the same seed gives the same refined loadings
     m3 = ps.SparseVAE(n_factors=3, hidden_dim=8, refine_support=True, validation_fraction=0.25)
     np.testing.assert_array_equal(m3.fit(data.X, epochs=6, seed=0, progress=False).loadings_,
                                   m.loadings_)
+
+
+def test_folders_saved_without_the_support_mask_take_it_from_the_zeros(data, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    m = ps.SparseVAE(n_factors=3, hidden_dim=8, refine_support=True, validation_fraction=0.25)
+    m.fit(data.X, epochs=6, seed=0, progress=False)
+    path = m.save(tmp_path / "old")
+    weights = load_file(str(path / "weights.safetensors"))
+    del weights["guide.globals_guide.support_mask_gk"]
+    save_file(weights, str(path / "weights.safetensors"))
+    old = ps.SparseVAE.load(path)
+    torch.testing.assert_close(old.guide_.globals_guide.support_mask_gk,
+                               (m.guide_.globals_guide.W_gk != 0).float())
+    np.testing.assert_array_equal(old.loadings_, m.loadings_)
 
 
 def test_refine_support_with_restarts_uses_the_one_se_rule(data):
@@ -295,6 +314,32 @@ def test_refine_support_with_restarts_uses_the_one_se_rule(data):
     one = ps.SparseVAE(**kw).fit(data.X, epochs=6, seed=4, progress=False).refinement_
     assert one["heldout_loglik"][one["chosen"]] == pytest.approx(scores[0])
     assert "restart_seeds" not in one
+
+
+@pytest.mark.parametrize("kw", [dict(n_restarts=3),
+                                dict(n_restarts=2, refine_support=True,
+                                     validation_fraction=0.25, refine_polish=0.5)],
+                         ids=["elbo", "refine-polish"])
+def test_restarts_in_processes_equal_serial_restarts(data, kw):
+    # n_jobs runs the same seeded restarts in spawned workers (one thread each, as here)
+    serial = ps.SparseVAE(n_factors=3, hidden_dim=8, **kw).fit(data.X, epochs=6, seed=4,
+                                                                progress=False)
+    par = ps.SparseVAE(n_factors=3, hidden_dim=8, **kw).fit(data.X, epochs=6, seed=4,
+                                                             progress=False, n_jobs=2)
+    np.testing.assert_array_equal(par.loadings_, serial.loadings_)
+    np.testing.assert_array_equal(par.transform(data.X), serial.transform(data.X))
+    assert par.fit_info_["chosen_restart_seed"] == serial.fit_info_["chosen_restart_seed"]
+    if "refine_support" in kw:
+        assert par.refinement_ == serial.refinement_
+
+
+def test_n_jobs_bad_values(data):
+    m = ps.SparseVAE(n_factors=2, hidden_dim=8, n_restarts=2)
+    with pytest.raises(ValueError, match="n_jobs must be >= 1 or -1"):
+        m.fit(data.X, epochs=1, progress=False, n_jobs=0)
+    with pytest.raises(TypeError, match="n_jobs must be an integer"):
+        m.fit(data.X, epochs=1, progress=False, n_jobs=2.0)
+    assert not hasattr(m, "model_")
 
 
 def test_refine_polish_fine_tunes_the_chosen_support_before_restarts_are_compared(data):

@@ -135,10 +135,10 @@ class MAPGlobalGuide(_GlobalGuideBase):
         super().__init__(model)
         if self.has_W:
             self.W_gk = nn.Parameter(init_scale * torch.randn(model.n_features, model.n_factors))
-            # entries outside the allowed support are held at exactly 0 (see restrict_support)
+            # entries outside the allowed support are held at exactly 0 (see restrict_support);
+            # saved with the weights, so a refined fit keeps its support when fitted further
             self.register_buffer("support_mask_gk", torch.ones(model.n_features,
-                                                               model.n_factors),
-                                 persistent=False)
+                                                               model.n_factors))
 
     def restrict_support(self, mask_gk) -> None:
         """Hold W at exactly 0 outside ``mask_gk`` from now on (the entries get no gradient).

@@ -1,13 +1,14 @@
 """Inference: the minibatch SVI loop, warm-up schedules, checkpoints, data rows, devices,
 support refinement on held-out rows, a factor-analysis start, a data-dependent start of the
-decoder's output layer, the scale symmetry between factors and loadings, and a convergence
-check on the loss history."""
+decoder's output layer, the scale symmetry between factors and loadings, a convergence
+check on the loss history, and independent fits in worker processes."""
 
 from .checkpoint import read_checkpoint, write_checkpoint
 from .convergence import ConvergenceWarning, loss_trend
 from .data import SparseRows, as_rows, row_batches
 from .initialization import INITS, encoder_view, fa_bic, factor_analysis_init, varimax
 from .output_scale import match_output_scale
+from .parallel import check_n_jobs, run_in_processes
 from .refine import REFINE_THRESHOLDS, candidate_supports, effect_share, one_se_choice
 from .scale_symmetry import factor_moments, optimal_log_scales, rescale_factors, scale_objective
 from .svi import fit_svi, full_data_loss, make_elbo, resolve_device, warmup_weight
@@ -38,5 +39,7 @@ __all__ = [
     "varimax",
     "fa_bic",
     "match_output_scale",
+    "run_in_processes",
+    "check_n_jobs",
     "ConvergenceWarning",
 ]

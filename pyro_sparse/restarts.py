@@ -11,7 +11,6 @@ import numbers
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from .diagnostics.support import corr
 from .estimators import _fit_in_worker
@@ -47,6 +46,8 @@ def align_factors(z_ref_nk: np.ndarray, z_nk: np.ndarray):
         raise ValueError(f"z_ref and z must be 2-d arrays of one shape, got {z_ref_nk.shape} "
                          f"and {z_nk.shape}")
     c = corr(z_ref_nk, z_nk)  # (K_ref, K)
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(-np.abs(c))
     perm = np.empty(c.shape[0], dtype=int)
     perm[rows] = cols

@@ -199,3 +199,12 @@ def test_parallel_restarts_rows_and_table(tmp_path):
     text = (tmp_path / "par.md").read_text()
     assert "| 5 restarts by ELBO | 0.4 | n_jobs=2 |" in text and "yes |" in text
     assert "Scaling probe" in text and "after the fits" in text
+
+
+def test_startup_table(tmp_path):
+    import startup
+
+    startup.main(["--reps", "1", "--name", str(tmp_path / "st")])
+    text = (tmp_path / "st.md").read_text()
+    assert "| `import pyro_sparse` in a fresh interpreter" in text
+    assert text.count("| `run_in_processes`") == 3

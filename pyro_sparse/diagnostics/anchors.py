@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from .arviz import chains_of
 from .residuals import RESIDUAL_EXCESS, ResidualCheck, residual_check
@@ -101,6 +100,8 @@ def match_supports(S_true_gj: np.ndarray, S_hat_gk: np.ndarray) -> np.ndarray:
                          f"{Sh.shape[1]}")
     overlap = St.astype(float).T @ Sh.astype(float)  # (J, K)
     jaccard = overlap / np.maximum(St.sum(0)[:, None] + Sh.sum(0)[None] - overlap, 1)
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(-(overlap + 1e-3 * jaccard))
     match = np.empty(St.shape[1], dtype=int)
     match[rows] = cols

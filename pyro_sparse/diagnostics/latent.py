@@ -7,7 +7,6 @@ return_std=True)``) and, for MIG, known ground-truth factors.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import mutual_info_score
 
 __all__ = ["discretize", "mig", "latent_activity", "active_units"]
 
@@ -54,6 +53,8 @@ def mig(z_nk: np.ndarray, v_nj: np.ndarray, n_bins: int = 20) -> dict:
         ``mig`` (mean over factors, in [0, 1]), ``per_factor`` (J,), ``mutual_info`` (K, J)
         in nats.
     """
+    from sklearn.metrics import mutual_info_score  # lazily: a second of import time
+
     z = discretize(z_nk, n_bins)
     v = discretize(v_nj, n_bins)
     if z.shape[0] != v.shape[0]:

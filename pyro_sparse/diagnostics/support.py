@@ -8,7 +8,6 @@ columns (unmatched estimated columns have an empty true support).
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from ..distributions.ssl import estimated_support
 
@@ -70,6 +69,8 @@ def match_factors(z_true_nj: np.ndarray, z_hat_nk: np.ndarray, prefer=None) -> n
         # |corr| <= 1, so a bonus of J + 1 per preferred column makes any matching with more
         # preferred columns beat every matching with fewer
         c = c + (c.shape[1] + 1.0) * prefer[:, None]
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(-c)
     match = np.empty(c.shape[1], dtype=int)
     match[cols] = rows

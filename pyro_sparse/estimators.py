@@ -145,8 +145,33 @@ def _restart_in_worker(cls, params, ctx, seed):
 
 
 def _fit_in_worker(cls, params, X, seed, fit_kwargs):
-    # a whole ``cls(**params).fit`` in a worker process (see fit_restarts's n_jobs)
+    # a whole ``cls(**params).fit`` in a worker process (see _fit_many)
     return cls(**params).fit(X, seed=seed, **fit_kwargs)._payload()
+
+
+def _worker_jobs(n_jobs, n_tasks: int, device, what: str) -> int:
+    # the worker processes to start for n_tasks independent fits: validated, at most one per
+    # task, and more than one only on CPU
+    jobs = effective_jobs(check_n_jobs(n_jobs), n_tasks)
+    if jobs > 1 and resolve_device(device).type != "cpu":
+        raise ValueError(f"n_jobs={n_jobs} runs the {what} in CPU worker processes; use "
+                         f"n_jobs=1 with device={device!r}")
+    return jobs
+
+
+def _fit_many(cls, params_list, X, seeds, n_jobs, fit_kwargs, what="fits") -> list:
+    # independent ``cls(**params).fit(X, seed=s, **fit_kwargs)``, one by one or in n_jobs
+    # spawned CPU workers with torch.get_num_threads() // n_jobs threads each; the fitted
+    # estimators come back in order (fit_restarts)
+    jobs = _worker_jobs(n_jobs, len(seeds), fit_kwargs.get("device", "cpu"), what)
+    if jobs == 1:
+        return [cls(**p).fit(X, seed=s, **fit_kwargs) for p, s in zip(params_list, seeds)]
+    quiet = dict(fit_kwargs, progress=False, device="cpu")
+    threads = max(1, torch.get_num_threads() // jobs)
+    payloads = run_in_processes(_fit_in_worker,
+                                [(cls, p, X, s, quiet) for p, s in zip(params_list, seeds)],
+                                jobs, threads=threads)
+    return [cls._from_payload(p) for p in payloads]
 
 
 class _Estimator:
@@ -603,11 +628,32 @@ class _Estimator:
             return mean_from_output(self.likelihood, self._decode(z),
                                     library=self.library).cpu().numpy()
 
-    def score(self, X, batch_size: int = 1024) -> float:
-        """Monte Carlo ELBO per row of ``X`` (higher is better)."""
+    def score(self, X, batch_size: int = 1024, seed: int | None = None) -> float:
+        """Monte Carlo ELBO per row of ``X`` (higher is better).
+
+        Parameters
+        ----------
+        X : array-like, shape (N, G)
+        batch_size : int
+            Rows per evaluation batch.
+        seed : int, optional
+            Seed of the Monte Carlo draws: the same seed gives the same score whatever ran
+            before. None draws from torch's global random state (and advances it).
+
+        Returns
+        -------
+        float
+        """
         arr, _ = self._prepare(X)
         x = as_rows(arr, self.device_)
-        with _local_params():
+        if seed is not None and (isinstance(seed, bool)
+                                 or not isinstance(seed, numbers.Integral)):
+            raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+        devices = [self.device_] if self.device_.type == "cuda" else []
+        with _local_params(), torch.random.fork_rng(devices=devices,
+                                                    enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(int(seed))
             return -full_data_loss(self.model_, self.guide_, x, batch_size) / x.shape[0]
 
     # ------------------------------------------------------------------ posterior protocol

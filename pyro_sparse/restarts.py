@@ -10,12 +10,9 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-import torch
 
 from .diagnostics.support import corr
-from .estimators import _fit_in_worker
-from .infer import resolve_device
-from .infer.parallel import check_n_jobs, effective_jobs, run_in_processes
+from .estimators import _fit_many
 from .models.sparse_vae import check_positive_int
 
 __all__ = ["Restarts", "fit_restarts", "align_factors"]
@@ -164,20 +161,7 @@ def fit_restarts(estimator, X, n_restarts: int = 4, seed: int = 0, n_jobs: int =
     if "n_restarts" in params:
         params["n_restarts"] = 1
     seeds = [int(seed) + r for r in range(R)]
-    jobs = effective_jobs(check_n_jobs(n_jobs), R)
-    if jobs > 1:
-        device = fit_kwargs.get("device", "cpu")
-        if resolve_device(device).type != "cpu":
-            raise ValueError(f"n_jobs={n_jobs} fits the restarts in CPU worker processes; use "
-                             f"n_jobs=1 with device={device!r}")
-        quiet = dict(fit_kwargs, progress=False, device="cpu")
-        threads = max(1, torch.get_num_threads() // jobs)
-        payloads = run_in_processes(_fit_in_worker,
-                                    [(type(estimator), params, X, s, quiet) for s in seeds],
-                                    jobs, threads=threads)
-        fits = [type(estimator)._from_payload(p) for p in payloads]
-    else:
-        fits = [type(estimator)(**params).fit(X, seed=s, **fit_kwargs) for s in seeds]
+    fits = _fit_many(type(estimator), [params] * R, X, seeds, n_jobs, fit_kwargs, "restarts")
     z_ref = fits[0].transform(X)
     perms, signs, corrs = [], [], []
     for est in fits:

@@ -14,15 +14,36 @@ against 1.73).
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from .estimators import _worker_jobs
+from .infer.parallel import run_in_processes
 from .io import as_data_matrix
 from .models.sparse_vae import check_positive_int
 
 __all__ = ["select_n_factors"]
 
 
+def _fit_and_score(cls, params, train, test, arr, seed, n_particles, fit_kwargs) -> dict:
+    # one K: fit on the training rows, score the held-out rows, check the residuals on all
+    from .diagnostics import active_units, prune_factors, residual_check
+
+    est = cls(**params).fit(train, seed=seed, **fit_kwargs)
+    ll = est.log_likelihood(test, num_samples=1, n_particles=n_particles, seed=seed)[0]
+    if hasattr(est, "inclusion_probs_"):
+        used = int(len(prune_factors(est)))
+    else:
+        used = int(active_units(est.transform(train)).sum())
+    rc = residual_check(est, arr)
+    return dict(n_factors=params["n_factors"], heldout_loglik=float(ll.mean()),
+                heldout_elbo=float(est.score(test, seed=seed)),
+                train_elbo=float(est.score(train, seed=seed)), used_factors=used,
+                residual_eig=rc.eigenvalue, residual_flag=bool(rc.flagged))
+
+
 def select_n_factors(estimator, X, n_factors, heldout: float = 0.2, seed: int = 0,
-                     n_particles: int = 16, tolerance: float = 0.01, **fit_kwargs):
+                     n_particles: int = 16, tolerance: float = 0.01, n_jobs: int = 1,
+                     **fit_kwargs):
     """Fit ``estimator`` for each K on a training split and score the held-out rows.
 
     Parameters
@@ -41,6 +62,12 @@ def select_n_factors(estimator, X, n_factors, heldout: float = 0.2, seed: int = 
     tolerance : float
         The recommended K is the smallest whose held-out log-likelihood per row is within
         ``tolerance`` nats of the best.
+    n_jobs : int
+        Fit the values of K in this many spawned CPU processes (-1: one per core), each with
+        ``torch.get_num_threads() // n_jobs`` threads (at least 1), each fitting and scoring
+        its K. Every fit is seeded as in a serial run, so at the same thread count per
+        fit the table is the same. CPU only; a script that uses it needs the
+        ``if __name__ == "__main__":`` guard of :mod:`multiprocessing`.
     **fit_kwargs
         Passed to ``fit`` (epochs, batch_size, lr, device, progress).
 
@@ -57,8 +84,6 @@ def select_n_factors(estimator, X, n_factors, heldout: float = 0.2, seed: int = 
     """
     import pandas as pd
 
-    from .diagnostics import active_units, prune_factors, residual_check
-
     ks = [check_positive_int(k, "n_factors") for k in n_factors]
     if not ks:
         raise ValueError("n_factors must list at least one K")
@@ -74,20 +99,17 @@ def select_n_factors(estimator, X, n_factors, heldout: float = 0.2, seed: int = 
     if names is not None:
         test = pd.DataFrame(test, columns=names)
         train = pd.DataFrame(train, columns=names)
-    rows = []
-    for k in ks:
-        params = dict(estimator.get_params(), n_factors=k)
-        est = type(estimator)(**params).fit(train, seed=seed, **fit_kwargs)
-        ll = est.log_likelihood(test, num_samples=1, n_particles=n_particles, seed=seed)[0]
-        if hasattr(est, "inclusion_probs_"):
-            used = int(len(prune_factors(est)))
-        else:
-            used = int(active_units(est.transform(train)).sum())
-        rc = residual_check(est, arr)
-        rows.append(dict(n_factors=k, heldout_loglik=float(ll.mean()),
-                         heldout_elbo=float(est.score(test)), train_elbo=float(est.score(train)),
-                         used_factors=used, residual_eig=rc.eigenvalue,
-                         residual_flag=bool(rc.flagged)))
+    tasks = [(type(estimator), dict(estimator.get_params(), n_factors=k), train, test, arr,
+              seed, n_particles, fit_kwargs) for k in ks]
+    jobs = _worker_jobs(n_jobs, len(ks), fit_kwargs.get("device", "cpu"), "fits of each K")
+    if jobs == 1:
+        rows = [_fit_and_score(*t) for t in tasks]
+    else:
+        # each K fitted and scored in a worker: only the table row travels back
+        threads = max(1, torch.get_num_threads() // jobs)
+        rows = run_in_processes(
+            _fit_and_score, [t[:-1] + (dict(t[-1], progress=False),) for t in tasks], jobs,
+            threads=threads)
     table = pd.DataFrame(rows)
     best = table["heldout_loglik"].max()
     ok = table["heldout_loglik"] >= best - float(tolerance)

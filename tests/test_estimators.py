@@ -32,6 +32,19 @@ def test_fitted_attributes_and_shapes(fitted, data):
     assert np.isfinite(fitted.score(data.X))
 
 
+def test_score_with_a_seed_ignores_what_ran_before(fitted, data):
+    # a Monte Carlo ELBO: with seed= it is a function of (model, X, seed) only
+    torch.manual_seed(1)
+    a = fitted.score(data.X, seed=5)
+    torch.randn(100)
+    state = torch.get_rng_state()
+    assert fitted.score(data.X, seed=5) == a
+    assert torch.equal(torch.get_rng_state(), state)  # the global stream is left alone
+    assert fitted.score(data.X, seed=6) != a
+    with pytest.raises(TypeError, match="seed must be an integer or None"):
+        fitted.score(data.X, seed=0.5)
+
+
 def test_inputs_numpy_torch_dataframe(data, fitted):
     df = pd.DataFrame(data.X, columns=data.feature_names)
     m = ps.SparseVAE(n_factors=2, hidden_dim=8).fit(df, epochs=1, progress=False)

@@ -35,3 +35,19 @@ def test_select_n_factors_bad_input():
         ps.select_n_factors(ps.VAE(), X, [1], heldout=1.0)
     with pytest.raises(ValueError, match="n_factors"):
         ps.select_n_factors(ps.VAE(), X, [0])
+    with pytest.raises(ValueError, match="n_jobs must be >= 1"):
+        ps.select_n_factors(ps.VAE(), X, [1, 2], n_jobs=0)
+    with pytest.raises(TypeError, match="n_jobs must be an integer"):
+        ps.select_n_factors(ps.VAE(), X, [1, 2], n_jobs=1.5)
+
+
+def test_select_n_factors_in_processes_equals_serial():
+    # every K is fitted with the same seed as in a serial run; at one thread per fit the
+    # fits, and so the whole table, are the same
+    d = ps.datasets.paper_synthetic(n=200, seed=2)
+    kw = dict(heldout=0.25, seed=3, epochs=3, progress=False)
+    template = ps.SparseVAE(hidden_dim=8, refine_support=True, validation_fraction=0.25)
+    serial = ps.select_n_factors(template, d.X, [1, 3], **kw)
+    par = ps.select_n_factors(template, d.X, [1, 3], n_jobs=2, **kw)
+    pd.testing.assert_frame_equal(serial, par)
+    assert serial.attrs == par.attrs

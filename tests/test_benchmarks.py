@@ -188,14 +188,16 @@ def test_parallel_restarts_rows_and_table(tmp_path):
     threads = torch.get_num_threads()
     try:
         parallel_restarts.main(["--rhos", "0.4", "--epochs", "2", "--jobs", "2", "--settings",
-                                "5 restarts by ELBO", "--probe-reps", "20",
+                                "5 restarts by ELBO", "K selection (K = 2-6)",
+                                "--probe-reps", "20",
                                 "--name", str(tmp_path / "par")])
     finally:
         torch.set_num_threads(threads)
     rows = pd.read_csv(tmp_path / "par.csv")
-    assert list(rows["mode"]) == ["serial, 1 thread", "serial, 2 threads", "n_jobs=2"]
-    # the workers' restarts are the serial ones: bit-identical loadings
+    assert list(rows["mode"]) == ["serial, 1 thread", "serial, 2 threads", "n_jobs=2"] * 2
+    # the workers' restarts (and fits of each K) are the serial ones: bit-identical results
     assert bool(rows["same_as_serial_1_thread"].iloc[2])
+    assert bool(rows["same_as_serial_1_thread"].iloc[5])
     text = (tmp_path / "par.md").read_text()
     assert "| 5 restarts by ELBO | 0.4 | n_jobs=2 |" in text and "yes |" in text
     assert "Scaling probe" in text and "after the fits" in text

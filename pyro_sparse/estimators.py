@@ -159,6 +159,24 @@ def _worker_jobs(n_jobs, n_tasks: int, device, what: str) -> int:
     return jobs
 
 
+def _in_workers(fn, tasks, jobs: int, progress: bool, desc: str, unit: str) -> list:
+    # run_in_processes with torch.get_num_threads() // jobs threads per worker and, with
+    # progress, a tqdm bar of finished tasks
+    threads = max(1, torch.get_num_threads() // jobs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(tasks), desc=f"{desc} ({jobs} processes)", unit=unit,
+                   leave=False)
+    try:
+        return run_in_processes(fn, tasks, jobs, threads=threads,
+                                on_done=None if bar is None else lambda: bar.update(1))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def _fit_many(cls, params_list, X, seeds, n_jobs, fit_kwargs, what="fits") -> list:
     # independent ``cls(**params).fit(X, seed=s, **fit_kwargs)``, one by one or in n_jobs
     # spawned CPU workers with torch.get_num_threads() // n_jobs threads each; the fitted
@@ -167,10 +185,9 @@ def _fit_many(cls, params_list, X, seeds, n_jobs, fit_kwargs, what="fits") -> li
     if jobs == 1:
         return [cls(**p).fit(X, seed=s, **fit_kwargs) for p, s in zip(params_list, seeds)]
     quiet = dict(fit_kwargs, progress=False, device="cpu")
-    threads = max(1, torch.get_num_threads() // jobs)
-    payloads = run_in_processes(_fit_in_worker,
-                                [(cls, p, X, s, quiet) for p, s in zip(params_list, seeds)],
-                                jobs, threads=threads)
+    payloads = _in_workers(_fit_in_worker,
+                           [(cls, p, X, s, quiet) for p, s in zip(params_list, seeds)], jobs,
+                           fit_kwargs.get("progress", True), f"{cls.__name__} {what}", "fit")
     return [cls._from_payload(p) for p in payloads]
 
 
@@ -437,22 +454,10 @@ class _Estimator:
     def _restarts_in_processes(self, ctx, seeds, jobs, dev) -> list:
         # every restart in a spawned CPU worker; the fitted modules come back as numpy
         # state dicts (no shared memory, nothing unpickled from disk) and are rebuilt here
-        threads = max(1, torch.get_num_threads() // jobs)
-        bar = None
-        if ctx["progress"]:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(seeds), desc=f"{type(self).__name__} restarts ({jobs} "
-                       "processes)", unit="restart", leave=False)
         quiet = dict(ctx, progress=False)
-        try:
-            outs = run_in_processes(_restart_in_worker,
-                                    [(type(self), self.get_params(), quiet, s) for s in seeds],
-                                    jobs, threads=threads,
-                                    on_done=None if bar is None else lambda: bar.update(1))
-        finally:
-            if bar is not None:
-                bar.close()
+        outs = _in_workers(_restart_in_worker,
+                           [(type(self), self.get_params(), quiet, s) for s in seeds], jobs,
+                           ctx["progress"], f"{type(self).__name__} restarts", "restart")
 
         def rebuild(state, s):
             model, guide = self._build(ctx["cfg"], torch.device("cpu"), s)

@@ -14,10 +14,8 @@ against 1.73).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from .estimators import _worker_jobs
-from .infer.parallel import run_in_processes
+from .estimators import _in_workers, _worker_jobs
 from .io import as_data_matrix
 from .models.sparse_vae import check_positive_int
 
@@ -106,10 +104,10 @@ def select_n_factors(estimator, X, n_factors, heldout: float = 0.2, seed: int = 
         rows = [_fit_and_score(*t) for t in tasks]
     else:
         # each K fitted and scored in a worker: only the table row travels back
-        threads = max(1, torch.get_num_threads() // jobs)
-        rows = run_in_processes(
-            _fit_and_score, [t[:-1] + (dict(t[-1], progress=False),) for t in tasks], jobs,
-            threads=threads)
+        rows = _in_workers(_fit_and_score,
+                           [t[:-1] + (dict(t[-1], progress=False),) for t in tasks], jobs,
+                           fit_kwargs.get("progress", True),
+                           f"{type(estimator).__name__} fits of each K", "fit")
     table = pd.DataFrame(rows)
     best = table["heldout_loglik"].max()
     ok = table["heldout_loglik"] >= best - float(tolerance)

@@ -87,3 +87,14 @@ def test_sparse_vae_restarts_align_better_than_vae():
     corr_V = V.alignment_corr_[1:, mV].mean()
     assert corr_S > 0.9 and corr_S > corr_V + 0.05
     assert _z_rhat(S, d.X)[mS].mean() < _z_rhat(V, d.X)[mV].mean()
+
+
+def test_worker_fits_show_a_progress_bar(capsys):
+    # with progress on, the parallel paths count finished fits (the workers stay quiet)
+    d = ps.datasets.paper_synthetic(n=100, seed=0)
+    template = ps.VAE(n_factors=2, hidden_dim=4)
+    ps.fit_restarts(template, d.X, n_restarts=2, epochs=1, n_jobs=2, progress=True)
+    assert "VAE restarts (2 processes)" in capsys.readouterr().err
+    ps.select_n_factors(template, d.X, [1, 2], epochs=1, batch_size=50, n_jobs=2,
+                        progress=True)
+    assert "VAE fits of each K (2 processes)" in capsys.readouterr().err

@@ -159,9 +159,11 @@ def _worker_jobs(n_jobs, n_tasks: int, device, what: str) -> int:
     return jobs
 
 
-def _in_workers(fn, tasks, jobs: int, progress: bool, desc: str, unit: str) -> list:
+def _in_workers(fn, tasks, jobs: int, progress: bool, desc: str, unit: str,
+                stacklevel: int) -> list:
     # run_in_processes with torch.get_num_threads() // jobs threads per worker and, with
-    # progress, a tqdm bar of finished tasks
+    # progress, a tqdm bar of finished tasks; the workers' warnings point ``stacklevel``
+    # frames above the caller (at the user's call)
     threads = max(1, torch.get_num_threads() // jobs)
     bar = None
     if progress:
@@ -171,7 +173,8 @@ def _in_workers(fn, tasks, jobs: int, progress: bool, desc: str, unit: str) -> l
                    leave=False)
     try:
         return run_in_processes(fn, tasks, jobs, threads=threads,
-                                on_done=None if bar is None else lambda: bar.update(1))
+                                on_done=None if bar is None else lambda: bar.update(1),
+                                stacklevel=stacklevel + 1)
     finally:
         if bar is not None:
             bar.close()
@@ -187,7 +190,8 @@ def _fit_many(cls, params_list, X, seeds, n_jobs, fit_kwargs, what="fits") -> li
     quiet = dict(fit_kwargs, progress=False, device="cpu")
     payloads = _in_workers(_fit_in_worker,
                            [(cls, p, X, s, quiet) for p, s in zip(params_list, seeds)], jobs,
-                           fit_kwargs.get("progress", True), f"{cls.__name__} {what}", "fit")
+                           fit_kwargs.get("progress", True), f"{cls.__name__} {what}", "fit",
+                           stacklevel=3)  # user -> fit_restarts -> _fit_many
     return [cls._from_payload(p) for p in payloads]
 
 
@@ -457,7 +461,8 @@ class _Estimator:
         quiet = dict(ctx, progress=False)
         outs = _in_workers(_restart_in_worker,
                            [(type(self), self.get_params(), quiet, s) for s in seeds], jobs,
-                           ctx["progress"], f"{type(self).__name__} restarts", "restart")
+                           ctx["progress"], f"{type(self).__name__} restarts", "restart",
+                           stacklevel=3)  # user -> fit -> _restarts_in_processes
 
         def rebuild(state, s):
             model, guide = self._build(ctx["cfg"], torch.device("cpu"), s)

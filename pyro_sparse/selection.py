@@ -107,7 +107,8 @@ def select_n_factors(estimator, X, n_factors, heldout: float = 0.2, seed: int = 
         rows = _in_workers(_fit_and_score,
                            [t[:-1] + (dict(t[-1], progress=False),) for t in tasks], jobs,
                            fit_kwargs.get("progress", True),
-                           f"{type(estimator).__name__} fits of each K", "fit")
+                           f"{type(estimator).__name__} fits of each K", "fit",
+                           stacklevel=2)  # user -> select_n_factors
     table = pd.DataFrame(rows)
     best = table["heldout_loglik"].max()
     ok = table["heldout_loglik"] >= best - float(tolerance)

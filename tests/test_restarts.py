@@ -98,3 +98,15 @@ def test_worker_fits_show_a_progress_bar(capsys):
     ps.select_n_factors(template, d.X, [1, 2], epochs=1, batch_size=50, n_jobs=2,
                         progress=True)
     assert "VAE fits of each K (2 processes)" in capsys.readouterr().err
+
+
+def test_worker_warnings_point_at_the_users_call():
+    # a warning raised inside a worker is re-issued at the line that asked for the fits
+    d = ps.datasets.paper_synthetic(n=60, seed=0)
+    template = ps.VAE(n_factors=2, hidden_dim=4)
+    with pytest.warns(UserWarning, match="batch_size=100 is larger") as rec:
+        ps.fit_restarts(template, d.X, n_restarts=2, epochs=1, n_jobs=2, progress=False)
+    assert {w.filename for w in rec} == {__file__}
+    with pytest.warns(UserWarning, match="batch_size=100 is larger") as rec:
+        ps.select_n_factors(template, d.X, [1, 2], epochs=1, n_jobs=2, progress=False)
+    assert {w.filename for w in rec} == {__file__}

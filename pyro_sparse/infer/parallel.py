@@ -55,7 +55,8 @@ def _call_recording_warnings(fn, args):
     return out, [(w.category, str(w.message)) for w in caught]
 
 
-def run_in_processes(fn, tasks, n_jobs: int, threads: int = 1, on_done=None) -> list:
+def run_in_processes(fn, tasks, n_jobs: int, threads: int = 1, on_done=None,
+                     stacklevel: int = 1) -> list:
     """Run ``fn(*task)`` for every task in spawned worker processes.
 
     Parameters
@@ -71,6 +72,9 @@ def run_in_processes(fn, tasks, n_jobs: int, threads: int = 1, on_done=None) -> 
         torch threads per worker.
     on_done : callable, optional
         Called with no arguments each time a task finishes (for progress bars).
+    stacklevel : int
+        Where the re-issued warnings point: 1 is the line that called this function, 2 its
+        caller, and so on (as :func:`warnings.warn`'s ``stacklevel`` one frame up).
 
     Returns
     -------
@@ -105,6 +109,6 @@ def run_in_processes(fn, tasks, n_jobs: int, threads: int = 1, on_done=None) -> 
                     later.cancel()
                 raise
             for category, message in caught:
-                warnings.warn(message, category, stacklevel=3)
+                warnings.warn(message, category, stacklevel=int(stacklevel) + 1)
             results.append(out)
     return results

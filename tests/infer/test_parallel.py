@@ -27,9 +27,10 @@ def test_results_in_task_order_warnings_reissued_and_progress_counted():
              (5, 1)]
     fns = [operator.pow, operator.pow, operator.add, warnings.warn, operator.pow]
     # module-level functions pickle by reference
-    with pytest.warns(UserWarning, match="from a worker"):
+    with pytest.warns(UserWarning, match="from a worker") as rec:
         out = run_in_processes(_apply, list(zip(fns, tasks)), n_jobs=2,
                                on_done=lambda: done.append(1))
+    assert rec[0].filename == __file__  # the warning points at the call
     assert out == [1024, 9, "careful: restart 2", None, 5]
     assert len(done) == 5
     assert run_in_processes(operator.pow, [], 2) == []

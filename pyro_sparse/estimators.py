@@ -654,11 +654,11 @@ class _Estimator:
         -------
         float
         """
-        arr, _ = self._prepare(X)
-        x = as_rows(arr, self.device_)
         if seed is not None and (isinstance(seed, bool)
                                  or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+        arr, _ = self._prepare(X)
+        x = as_rows(arr, self.device_)
         devices = [self.device_] if self.device_.type == "cuda" else []
         with _local_params(), torch.random.fork_rng(devices=devices,
                                                     enabled=seed is not None):

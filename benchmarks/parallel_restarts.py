@@ -41,7 +41,7 @@ SETTINGS = {
         dict(n_factors=5, factor_correlation=True, lkj_concentration=5.0, refine_support=True,
              n_restarts=5, refine_polish=3.0),
     "5 restarts by ELBO": dict(n_factors=5, n_restarts=5),
-    # select_n_factors(n_jobs=): one default fit per K, then the scoring in the parent
+    # select_n_factors(n_jobs=): one default fit per K, each fitted and scored in a worker
     "K selection (K = 2-6)": dict(select=[2, 3, 4, 5, 6]),
 }
 

@@ -90,6 +90,16 @@ def _check_fraction(value, name):
 OUTPUT_SCALE = None
 
 
+def _check_seed(seed, allow_none: bool = False):
+    # an integer seed (bool is not one), or None where allowed
+    if seed is None and allow_none:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer{' or None' if allow_none else ''}, got "
+                        f"{type(seed).__name__}")
+    return int(seed)
+
+
 def _check_output_scale(value):
     # None (torch's own initialisation of the output layer) or a positive multiple of the sd
     return None if value is None else _check_float(value, "output_scale", 0.0)
@@ -319,8 +329,7 @@ class _Estimator:
         epochs = check_positive_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
         lr = _check_float(lr, "lr", 0.0)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+        _check_seed(seed)
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every,
                                                                 numbers.Integral) \
                 or checkpoint_every < 0:
@@ -654,16 +663,14 @@ class _Estimator:
         -------
         float
         """
-        if seed is not None and (isinstance(seed, bool)
-                                 or not isinstance(seed, numbers.Integral)):
-            raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+        seed = _check_seed(seed, allow_none=True)
         arr, _ = self._prepare(X)
         x = as_rows(arr, self.device_)
         devices = [self.device_] if self.device_.type == "cuda" else []
         with _local_params(), torch.random.fork_rng(devices=devices,
                                                     enabled=seed is not None):
             if seed is not None:
-                torch.manual_seed(int(seed))
+                torch.manual_seed(seed)
             return -full_data_loss(self.model_, self.guide_, x, batch_size) / x.shape[0]
 
     # ------------------------------------------------------------------ posterior protocol

@@ -7,12 +7,10 @@ identifiability check, see :func:`pyro_sparse.diagnostics.to_arviz`).
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from .diagnostics.support import corr
-from .estimators import _fit_many
+from .estimators import _check_seed, _fit_many
 from .models.sparse_vae import check_positive_int
 
 __all__ = ["Restarts", "fit_restarts", "align_factors"]
@@ -155,8 +153,7 @@ def fit_restarts(estimator, X, n_restarts: int = 4, seed: int = 0, n_jobs: int =
     Restarts
     """
     R = check_positive_int(n_restarts, "n_restarts")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    _check_seed(seed)
     params = dict(estimator.get_params())
     if "n_restarts" in params:
         params["n_restarts"] = 1

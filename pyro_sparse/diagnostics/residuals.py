@@ -20,6 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..residual_stats import (
+    DENSE_MAX_FEATURES,
+    leading_component,
+    pearson_residuals,
+    standardise_columns,
+)
+
 __all__ = ["RESIDUAL_EXCESS", "ResidualCheck", "residual_check", "residual_correlation",
            "residual_dependence"]
 
@@ -31,9 +38,6 @@ RESIDUAL_EXCESS = 0.5
 #: a feature is listed with the leading component when it carries this share of the
 #: feature's residual variance
 _SHARE = 0.25
-#: above this many features the G x G correlation matrix is not formed: the leading
-#: eigenpair comes from a truncated SVD of the standardised residuals (memory O(N G))
-DENSE_MAX_FEATURES = 2000
 #: rows used by :func:`residual_check` at most (a seeded random subset beyond it); it also
 #: keeps rows x features under ``_MAX_CELLS`` (but uses at least 2,000 rows)
 MAX_ROWS = 20000
@@ -90,8 +94,9 @@ class ResidualCheck:
                  f"the residuals of {feats} move together")
         return (head + f": {which}. The fit treats shared "
                 "variation of these features as independent noise: a factor is probably "
-                "missed (or too few factors were fitted). Refit with other seeds, more epochs "
-                "or init='factor_analysis', or more factors, and compare held-out scores.")
+                "missed (or too few factors were fitted). Refit with other seeds, more "
+                "epochs, init='factor_analysis' or reseed_rounds=3 (SparseVAE), or more "
+                "factors, and compare held-out scores.")
 
     def to_dict(self) -> dict:
         """JSON-ready summary (without the correlation matrix)."""
@@ -121,32 +126,12 @@ def residual_correlation(resid_ng) -> np.ndarray:
     r = np.asarray(resid_ng, dtype=np.float64)
     if r.ndim != 2:
         raise ValueError(f"residuals must be 2-dimensional, got shape {r.shape}")
-    zs, obs = _standardised(r)
+    zs, obs = standardise_columns(r)
     both = obs.T.astype(np.float64) @ obs.astype(np.float64)
     C = (zs.T @ zs) / np.maximum(both, 1.0)
     C = np.clip(0.5 * (C + C.T), -1.0, 1.0)
     np.fill_diagonal(C, 1.0)
     return C
-
-
-def _standardised(r: np.ndarray):
-    # columns centred and scaled over their observed entries, missing and constant -> 0
-    obs = np.isfinite(r)
-    n_obs = obs.sum(0)
-    r0 = np.where(obs, r, 0.0)
-    mean = r0.sum(0) / np.maximum(n_obs, 1)
-    dev = np.where(obs, r0 - mean, 0.0)
-    sd = np.sqrt((dev ** 2).sum(0) / np.maximum(n_obs, 1))
-    ok = (sd > 1e-12 * (1 + np.abs(mean))) & (n_obs >= 2)
-    return np.where(ok, dev / np.where(ok, sd, 1.0), 0.0), obs
-
-
-def _leading_svd(zs: np.ndarray):
-    # largest eigenpair of zs.T zs / N without forming it
-    from scipy.sparse.linalg import svds
-
-    u, sv, vt = svds(zs / np.sqrt(zs.shape[0]), k=1, random_state=0)
-    return float(sv[0] ** 2), vt[0]
 
 
 def residual_dependence(resid_ng, feature_names=None,
@@ -186,7 +171,7 @@ def residual_dependence(resid_ng, feature_names=None,
         lam, v = float(vals[-1]), vecs[:, -1]
         cand, Cc = np.arange(G), C
     else:
-        lam, v = _leading_svd(_standardised(r)[0])
+        lam, v = leading_component(standardise_columns(r)[0], DENSE_MAX_FEATURES)
         C = None
     share = lam * v ** 2  # share of each feature's residual variance on the leading component
     order = [g for g in np.argsort(-share) if share[g] >= _SHARE]
@@ -204,19 +189,6 @@ def residual_dependence(resid_ng, feature_names=None,
     return ResidualCheck(eigenvalue=lam, null_edge=edge, threshold=thr, flagged=lam >= thr,
                          features=[(names[g], float(share[g])) for g in order], pairs=pairs,
                          corr_gg=C, n_rows=N, spread=spread)
-
-
-def _residuals(likelihood: str, x_ng: np.ndarray, mean_ng: np.ndarray) -> np.ndarray:
-    # raw residuals for the normal likelihood (the correlation scales each column); Pearson
-    # residuals for counts and 0/1 data, whose variance grows with the mean within a column
-    d = x_ng - mean_ng
-    if likelihood == "normal":
-        return d
-    if likelihood == "bernoulli":
-        var = mean_ng * (1 - mean_ng)
-    else:
-        var = mean_ng
-    return d / np.sqrt(np.maximum(var, 1e-8))
 
 
 def residual_check(model, X, excess: float = RESIDUAL_EXCESS, layer: str | None = None,
@@ -289,5 +261,5 @@ def residual_check(model, X, excess: float = RESIDUAL_EXCESS, layer: str | None 
     mean = est.reconstruct(data, batch_size=batch_size)
     if names is None:
         names = getattr(est, "feature_names_in_", None)
-    res = _residuals(est.likelihood, x, np.asarray(mean, dtype=np.float64))
+    res = pearson_residuals(est.likelihood, x, np.asarray(mean, dtype=np.float64))
     return residual_dependence(res, names, excess)

@@ -222,7 +222,8 @@ def _make_estimator(a):
                      refine_support=a.refine_support, n_restarts=a.restarts,
                      factor_correlation=a.factor_correlation,
                      lkj_concentration=a.lkj_concentration, refine_polish=a.refine_polish,
-                     init=a.init, output_scale=a.output_scale)
+                     init=a.init, output_scale=a.output_scale,
+                     reseed_rounds=a.reseed_rounds, reseed_epochs=a.reseed_epochs)
 
 
 def cmd_fit(a) -> int:
@@ -248,9 +249,10 @@ def cmd_fit(a) -> int:
     if a.jobs > 1 and a.device != "cpu":
         raise UsageError("--jobs > 1 fits restarts in CPU processes; use --device cpu")
     if a.model == "vae" and (a.factor_correlation or a.lkj_concentration != 1.0
-                             or a.init != "random"):
-        raise UsageError("--factor-correlation, --lkj-concentration and --init need --model "
-                         "sparse")
+                             or a.init != "random" or a.reseed_rounds
+                             or a.reseed_epochs is not None):
+        raise UsageError("--factor-correlation, --lkj-concentration, --init, --reseed-rounds "
+                         "and --reseed-epochs need --model sparse")
     if a.resume and not ck.is_file():
         raise UsageError(f"--resume: no checkpoint at {ck} (an interrupted fit with "
                          "--checkpoint-every leaves one)")
@@ -434,6 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="S",
                    help="normal likelihood: start the decoder's output layer at the data's "
                         "mean and S times its sd (default: torch's initialisation)")
+    f.add_argument("--reseed-rounds", type=_nonneg_int("--reseed-rounds"), default=0,
+                   metavar="R",
+                   help="after the fit, R rounds of re-seeding the factor the fit needs least "
+                        "on the residuals' leading component, each kept only when the ELBO "
+                        "prefers it to training on (costs 2 R x E epochs more)")
+    f.add_argument("--reseed-epochs", type=_positive_int("--reseed-epochs"), default=None,
+                   metavar="E", help="epochs of each training in a re-seed round "
+                                     "(default: half of --epochs)")
     f.add_argument("--seed", type=_nonneg_int("--seed"), default=0, metavar="S")
     f.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     f.add_argument("--heldout", type=_fraction, default=0.0, metavar="FRACTION",

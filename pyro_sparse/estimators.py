@@ -39,6 +39,7 @@ from .infer import (
     write_checkpoint,
 )
 from .infer.parallel import check_n_jobs, effective_jobs, run_in_processes
+from .infer.reseed import ablation_costs, reseed_factor, reseed_rounds, residual_direction
 from .io import (
     as_data_matrix,
     column_stats,
@@ -55,6 +56,7 @@ from .likelihoods import (
 )
 from .models import MARGINALIZE, SparseVAEModel, VAEModel
 from .models.sparse_vae import check_positive_int
+from .residual_stats import pearson_residuals
 
 __all__ = ["SparseVAE", "VAE", "load_model"]
 
@@ -401,7 +403,7 @@ class _Estimator:
                                               else None) for k, v in trend.items()})
         if trend["converged"] is False:
             warnings.warn(
-                f"the training loss was still falling when the fit stopped after {epochs} "
+                f"the training loss was still falling when the fit stopped after {len(hist)} "
                 f"epochs (slope t = {trend['t']:.1f} over the last {trend['window']} epochs; "
                 f"as many epochs again would gain about {trend['projected_gain']:.2f} nats per "
                 "row and feature): the fit may be far from its optimum. Refit with more "
@@ -447,9 +449,13 @@ class _Estimator:
                            progress=ctx["progress"], on_step=self._schedule(model, guide),
                            desc=desc or type(self).__name__, resume_state=resume_state,
                            on_epoch_end=on_epoch_end)
+            more, rounds = self._reseed(model, guide, x_ng, ctx, s)
+            hist = list(hist) + more
             post = self._after_fit(model, guide, x_ng)
         if init_info is not None:
             post = dict(post, init=init_info)
+        if rounds is not None:
+            post = dict(post, reseed=rounds)
         fit = dict(model=model, guide=guide, hist=hist, seed=s, post=post, cand=None,
                    final=hist[-1])
         if ctx["heldout_arr"] is not None and self.n_restarts > 1:
@@ -526,6 +532,10 @@ class _Estimator:
     def _after_fit(self, model, guide, x_ng) -> dict:
         # a post-processing step of each restart's fit; returns entries for fit_info_
         return {}
+
+    def _reseed(self, model, guide, x_ng, ctx, seed):
+        # SparseVAE(reseed_rounds=...): (further per-epoch losses, per-round records or None)
+        return [], None
 
     def _warn_about(self, arr, names, batch_size, col_sd_g):
         const = np.flatnonzero(col_sd_g == 0)
@@ -981,6 +991,18 @@ class SparseVAE(_Estimator):
         latents can collapse before the decoder learns to use them. On data simulated from
         the model 1.0 cut the loss and the Brier score of p*; on the paper's synthetic study
         it raised the held-out MSE (``benchmarks/README.md``), so it is off by default.
+    reseed_rounds : int
+        Rounds of re-seeding after the fit (0: none; see :mod:`pyro_sparse.infer.reseed`).
+        Each round restarts the factor the fit needs least on the leading component of the
+        residual correlation, trains it and, side by side from the same state, the fit as
+        it was, for ``reseed_epochs`` epochs each, and keeps the one with the lower
+        full-data negative ELBO; ``fit_info_["reseed"]`` records every round and
+        ``loss_history_`` continues with the epochs kept. Costs ``2 * reseed_rounds *
+        reseed_epochs`` epochs more. Meant against collapsed and duplicated factors; on
+        data simulated from the model it found all factors more often
+        (``benchmarks/README.md``, "Re-seeding collapsed factors").
+    reseed_epochs : int or None
+        Epochs of each of the two trainings per round; None: half the fit's ``epochs``.
 
     Attributes
     ----------
@@ -1016,7 +1038,8 @@ class SparseVAE(_Estimator):
     _param_names = ("n_factors", "likelihood", "hidden_dim", "lambda0", "lambda1", "a", "b",
                     "w_guide", "warmup", "spike_anneal", "n_restarts", "factor_correlation",
                     "lkj_concentration", "pstar", "marginalize", "library", "refine_support",
-                    "validation_fraction", "refine_polish", "init", "output_scale")
+                    "validation_fraction", "refine_polish", "init", "output_scale",
+                    "reseed_rounds", "reseed_epochs")
 
     def __init__(self, n_factors: int = 5, likelihood: str = "normal", hidden_dim: int = 50,
                  lambda0: float = 10.0, lambda1: float = 1.0, a: float = 1.0, b=None,
@@ -1026,7 +1049,8 @@ class SparseVAE(_Estimator):
                  pstar: str = "standard", marginalize: str = "mixture",
                  library: str = "composition", refine_support: bool = False,
                  validation_fraction: float = 0.2, refine_polish: float = 0.0,
-                 init: str = "random", output_scale: float | None = OUTPUT_SCALE):
+                 init: str = "random", output_scale: float | None = OUTPUT_SCALE,
+                 reseed_rounds: int = 0, reseed_epochs: int | None = None):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.likelihood = check_likelihood(likelihood)
         self.library = check_library(library)
@@ -1060,6 +1084,12 @@ class SparseVAE(_Estimator):
             raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
         self.init = init
         self.output_scale = _check_output_scale(output_scale)
+        if isinstance(reseed_rounds, bool) or not isinstance(reseed_rounds, numbers.Integral) \
+                or reseed_rounds < 0:
+            raise ValueError(f"reseed_rounds must be an integer >= 0, got {reseed_rounds!r}")
+        self.reseed_rounds = int(reseed_rounds)
+        self.reseed_epochs = None if reseed_epochs is None else \
+            check_positive_int(reseed_epochs, "reseed_epochs")
 
     def _w_guide(self):
         return self.w_guide
@@ -1171,6 +1201,61 @@ class SparseVAE(_Estimator):
         out = rescale_factors(model, guide, x_ng)
         return {"factor_scale_step": out["scale"].tolist(),
                 "factor_log_scale_sd": out["log_scale_sd"].tolist()}
+
+    def _reseed(self, model, guide, x_ng, ctx, seed):
+        if not self.reseed_rounds:
+            return [], None
+        epochs = self.reseed_epochs or max(1, ctx["epochs"] // 2)
+        batch_size, lr, lik = ctx["batch_size"], ctx["lr"], self.likelihood
+        N = x_ng.shape[0]
+        dev = guide.local_guide.fill_g.device
+        # normal residuals in units of each column's sd, so that no feature's scale decides
+        # which factor is needed least (counts: Pearson residuals are already comparable)
+        col_sd = np.asarray(ctx["col_sd"], dtype=np.float64) if lik == "normal" else 1.0
+
+        def round_seed(r):
+            return (int(seed) * 7919 + 104729 * (r + 1)) % (2 ** 32)
+
+        def encoder_means():
+            with torch.no_grad():
+                return np.concatenate([guide.local_guide.encode(x_ng[a:a + 1024])[0].cpu()
+                                       .double().numpy() for a in range(0, N, 1024)])
+
+        def residuals_of(z_nk):
+            out = []
+            with torch.no_grad():
+                W_gk = guide.globals_guide._W_point().detach()
+                for a in range(0, N, 1024):
+                    xb = x_ng[a:a + 1024]
+                    z = torch.as_tensor(z_nk[a:a + 1024], dtype=torch.float32, device=dev)
+                    x0, mask = split_missing(xb)
+                    mean = mean_from_output(lik, model.decoder(z, W_gk), x0, mask,
+                                            self.library)
+                    out.append(pearson_residuals(lik, xb.cpu().double().numpy(),
+                                                 mean.cpu().double().numpy()))
+            return np.concatenate(out) / col_sd
+
+        def propose(r):
+            z = encoder_means()
+            costs = ablation_costs(residuals_of, z)
+            k = int(np.argmin(costs))
+            w_g, s_n = residual_direction(residuals_of(z))
+            mse = reseed_factor(guide, model.decoder, x_ng, k, w_g, s_n,
+                                batch_size=batch_size, lr=lr, seed=round_seed(r))
+            return dict(factor=k, ablation_cost=[float(c) for c in costs],
+                        pretrain_mse=mse, n_loadings=int(np.count_nonzero(w_g)))
+
+        def continue_fit(r):
+            return fit_svi(model, guide, x_ng, epochs=epochs, batch_size=batch_size, lr=lr,
+                           seed=round_seed(r), progress=ctx["progress"],
+                           desc=f"reseed round {r + 1}/{self.reseed_rounds}")
+
+        return reseed_rounds(
+            self.reseed_rounds, propose=propose, continue_fit=continue_fit,
+            loss=lambda: full_data_loss(model, guide, x_ng),
+            snapshot=lambda: {k: v.detach().clone()
+                              for k, v in _module_tensors(model, guide).items()},
+            restore=lambda t: _load_state(model, guide, t))
 
     def _model_config(self, x_ng, col_sd_g=None):
         return dict(n_features=int(x_ng.shape[1]), n_factors=self.n_factors,

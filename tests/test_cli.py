@@ -160,7 +160,12 @@ BAD = {
                                    "--refine-polish", 1],
                                   "--refine-polish needs --refine-support"),
     "init for the VAE": (["fit", "data.csv", "--factors", 2, "--out", "o", "--model", "vae",
-                          "--init", "factor_analysis"], "--init need --model sparse"),
+                          "--init", "factor_analysis"], "--init, --reseed-rounds and "
+                                                        "--reseed-epochs need --model sparse"),
+    "reseed for the VAE": (["fit", "data.csv", "--factors", 2, "--out", "o", "--model", "vae",
+                            "--reseed-rounds", 1], "--reseed-rounds and --reseed-epochs need"),
+    "reseed epochs zero": (["fit", "data.csv", "--factors", 2, "--out", "o",
+                            "--reseed-epochs", 0], "--reseed-epochs"),
     "restarts with checkpoints": (["fit", "data.csv", "--factors", 2, "--out", "o",
                                    "--restarts", 2, "--checkpoint-every", 1],
                                   "--restarts > 1 does not combine"),
@@ -171,7 +176,7 @@ BAD = {
                       "--jobs", 2, "--device", "cuda"], "--jobs > 1 fits restarts in CPU"),
     "correlation on the vae": (["fit", "data.csv", "--factors", 2, "--out", "o", "--model",
                                 "vae", "--factor-correlation"],
-                               "--factor-correlation, --lkj-concentration and --init need"),
+                               "--factor-correlation, --lkj-concentration, --init, --reseed"),
     "heldout out of range": (["fit", "data.csv", "--factors", 2, "--out", "o", "--heldout",
                               "1.5"], "--heldout is a fraction"),
 }
@@ -244,7 +249,8 @@ def test_restarts_with_refinement_and_factor_correlation(work):
     r = run("fit", "data.csv", "--factors", 2, "--out", "restarted", "--epochs", 3,
             "--refine-support", "--restarts", 2, "--factor-correlation",
             "--lkj-concentration", 5, "--refine-polish", 1, "--seed", 3, "--no-progress",
-            "--init", "factor_analysis", "--output-scale", 0.5, "--jobs", 2, cwd=work)
+            "--init", "factor_analysis", "--output-scale", 0.5, "--jobs", 2,
+            "--reseed-rounds", 1, "--reseed-epochs", 1, cwd=work)
     assert r.returncode == 0, r.stderr
     metrics = json.loads((work / "restarted" / "metrics.json").read_text())
     ref = metrics["refinement"]
@@ -256,6 +262,8 @@ def test_restarts_with_refinement_and_factor_correlation(work):
     m = ps.load_model(work / "restarted" / "model")
     assert m.n_restarts == 2 and m.factor_correlation and m.lkj_concentration == 5.0
     assert m.refine_polish == 1.0 and m.init == "factor_analysis" and m.output_scale == 0.5
+    assert m.reseed_rounds == 1 and m.reseed_epochs == 1
+    assert len(m.fit_info_["reseed"]) == 1  # the rounds ran in the worker processes too
 
 
 def test_warnings_not_errors(work):

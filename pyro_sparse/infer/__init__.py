@@ -1,7 +1,8 @@
 """Inference: the minibatch SVI loop, warm-up schedules, checkpoints, data rows, devices,
 support refinement on held-out rows, a factor-analysis start, a data-dependent start of the
 decoder's output layer, the scale symmetry between factors and loadings, a convergence
-check on the loss history, and independent fits in worker processes."""
+check on the loss history, re-seeding of collapsed factors, and independent fits in worker
+processes."""
 
 from .checkpoint import read_checkpoint, write_checkpoint
 from .convergence import ConvergenceWarning, loss_trend
@@ -10,6 +11,7 @@ from .initialization import INITS, encoder_view, fa_bic, factor_analysis_init, v
 from .output_scale import match_output_scale
 from .parallel import check_n_jobs, run_in_processes
 from .refine import REFINE_THRESHOLDS, candidate_supports, effect_share, one_se_choice
+from .reseed import ablation_costs, reseed_factor, reseed_rounds, residual_direction
 from .scale_symmetry import factor_moments, optimal_log_scales, rescale_factors, scale_objective
 from .svi import fit_svi, full_data_loss, make_elbo, resolve_device, warmup_weight
 
@@ -42,4 +44,8 @@ __all__ = [
     "run_in_processes",
     "check_n_jobs",
     "ConvergenceWarning",
+    "ablation_costs",
+    "residual_direction",
+    "reseed_factor",
+    "reseed_rounds",
 ]

@@ -10,16 +10,7 @@ from pyro_sparse.guides import make_guide
 from pyro_sparse.infer import SparseRows, encoder_view, fa_bic, factor_analysis_init, varimax
 from pyro_sparse.models import SparseVAEModel
 
-
-def _two_blocks(n=600, seed=0):
-    # features 0-3 load on factor 0 only, 4-7 on factor 1 only; noise sd 0.3
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n, 2))
-    load = np.zeros((8, 2))
-    load[:4, 0] = [1.0, 0.8, -0.9, 0.7]
-    load[4:, 1] = [0.9, -1.0, 0.8, 0.6]
-    x = z @ load.T + 0.3 * rng.standard_normal((n, 8))
-    return x.astype(np.float32), z, load != 0
+from ._blocks import two_blocks as _two_blocks
 
 
 def _guide(G, K, w_guide="map", seed=0):

@@ -1,0 +1,182 @@
+"""Re-seeding collapsed factors (pyro_sparse.infer.reseed) and SparseVAE(reseed_rounds=...)."""
+
+import numpy as np
+import pytest
+import torch
+
+import pyro_sparse as ps
+from pyro_sparse.guides import make_guide
+from pyro_sparse.infer import (
+    ablation_costs,
+    as_rows,
+    reseed_factor,
+    reseed_rounds,
+    residual_direction,
+)
+from pyro_sparse.models import SparseVAEModel
+
+from ._blocks import two_blocks
+
+
+def test_residual_direction_finds_a_shared_block_and_its_scores():
+    rng = np.random.default_rng(0)
+    s = rng.standard_normal(500)
+    r = 0.5 * rng.standard_normal((500, 10))
+    r[:, [2, 5, 7]] += np.outer(s, [1.0, -0.8, 0.6])
+    r[3, 0] = np.nan  # a missing entry does not break it
+    w, scores = residual_direction(r)
+    assert set(np.flatnonzero(w)) == {2, 5, 7}
+    assert np.abs(w).max() == 1.0 and w[np.argmax(np.abs(w))] > 0  # sign fixed
+    assert np.sign(w[5]) == -np.sign(w[2])
+    assert abs(scores.mean()) < 1e-9 and scores.std() == pytest.approx(1.0)
+    assert abs(np.corrcoef(scores, s)[0, 1]) > 0.9
+    # the same answer for the negated residuals (an eigenvector's sign is free)
+    w2, scores2 = residual_direction(-r)
+    np.testing.assert_allclose(w2, w, atol=1e-8)
+    np.testing.assert_allclose(scores2, -scores, atol=1e-8)
+    with pytest.raises(ValueError, match="no spread"):
+        residual_direction(np.ones((5, 3)))
+    with pytest.raises(ValueError, match="at least 2 rows and 2 features"):
+        residual_direction(np.ones((5, 1)))
+
+
+def test_ablation_costs_by_hand():
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((300, 3))
+    B = np.array([[1.0, 0.0, 0.0], [0.5, 2.0, 0.0], [0.0, 1.0, 0.0]])  # factor 2 unused
+    x = z @ B.T
+
+    def residuals_of(z_nk):
+        return x - z_nk @ B.T
+
+    costs = ablation_costs(residuals_of, z)
+    # without factor k the residual of feature g is B_gk (z_k - mean z_k)
+    expected = (B ** 2).sum(0) * z.var(0) / x.shape[1]
+    np.testing.assert_allclose(costs, expected, rtol=1e-10)
+    assert costs[2] == 0.0 and int(np.argmin(costs)) == 2
+
+
+def test_reseed_rounds_keeps_what_the_loss_prefers():
+    state = {"v": 0.0}
+    # the continued fit always lands at loss 5; the re-seeded one at 3, then 7
+    losses = iter([5.0, 3.0, 5.0, 7.0])
+
+    def propose(r):
+        state["v"] = 100.0 + r
+        return {"factor": r}
+
+    def continue_fit(r):
+        state["v"] += 1.0
+        return [float(state["v"])]
+
+    hist, rounds = reseed_rounds(2, propose=propose, continue_fit=continue_fit,
+                                 loss=lambda: next(losses), snapshot=lambda: dict(state),
+                                 restore=lambda t: state.update(t))
+    assert [r["accepted"] for r in rounds] == [True, False]
+    assert [r["factor"] for r in rounds] == [0, 1]
+    assert rounds[0]["loss_reseeded"] == 3.0 and rounds[0]["loss_continued"] == 5.0
+    # round 0 kept the re-seeded state (101), round 1 went back to its continuation (102)
+    assert hist == [101.0, 102.0]
+    assert state["v"] == 102.0
+
+
+@pytest.mark.parametrize("w_guide", ["map", "meanfield"])
+def test_reseed_factor_moves_only_that_factor(w_guide):
+    x, _, _ = two_blocks(n=300)
+    torch.manual_seed(0)
+    model = SparseVAEModel(8, 2, hidden_dim=8)
+    guide = make_guide(model, w_guide)
+    xt = as_rows(x, "cpu")
+    gg = guide.globals_guide
+    W = gg.W_gk if w_guide == "map" else gg.W_loc_gk
+    before_W0 = W[:, 0].detach().clone()
+    with torch.no_grad():
+        before_mu = guide.local_guide.encode(xt)[0].clone()
+    w = np.array([0.0, 0.0, 0.0, 0.0, 1.0, -0.5, 0.0, 0.4])
+    s = np.random.default_rng(2).standard_normal(300)
+    mse = reseed_factor(guide, model.decoder, xt, 1, w, s, steps=300, seed=0)
+    torch.testing.assert_close(W[:, 1].detach(), torch.tensor(w, dtype=torch.float32))
+    torch.testing.assert_close(W[:, 0].detach(), before_W0)
+    assert model.decoder.A1_hk[:, 1].abs().min() > 0
+    with torch.no_grad():
+        mu, sd = guide.local_guide.encode(xt)
+    # the targets are noise the encoder can only partly fit from 8 features: it learns what
+    # it can of them, and keeps factor 0's means where they were
+    assert mse < 1.0
+    assert np.corrcoef(mu[:, 1].numpy(), s)[0, 1] > 0.3
+    assert float(((mu[:, 0] - before_mu[:, 0]) ** 2).mean()) < 0.05 * mse + 1e-3
+    assert 0.15 < float(sd[:, 1].median()) < 0.6
+    with pytest.raises(ValueError, match="factor 2 out of range"):
+        reseed_factor(guide, model.decoder, xt, 2, w, s)
+
+
+def test_a_killed_factor_comes_back():
+    # fit two blocks, then silence factor 1 (its loadings and encoder row at 0): the residuals
+    # of features 4-7 then move together, and one round re-seeds factor 1 on them
+    x, z, _ = two_blocks(n=800, seed=3)
+    est = ps.SparseVAE(n_factors=2, hidden_dim=10).fit(x, epochs=40, batch_size=100,
+                                                       seed=0, progress=False)
+    gg, enc = est.guide_.globals_guide, est.guide_.local_guide.encoder
+    with torch.no_grad():
+        gg.W_gk[:, 1] = 0.0
+        enc.loc_head.weight[1] = 0.0
+        enc.loc_head.bias[1] = 0.0
+    xt = as_rows(x, "cpu")
+    est.reseed_rounds, est.reseed_epochs = 1, 15
+    ctx = dict(epochs=40, batch_size=100, lr=1e-2, progress=False, col_sd=x.std(0))
+    est.model_.train()
+    est.guide_.train()
+    hist, rounds = est._reseed(est.model_, est.guide_, xt, ctx, seed=0)
+    (r,) = rounds
+    assert r["factor"] == 1 and r["ablation_cost"][1] == pytest.approx(0.0, abs=1e-6)
+    assert r["accepted"] and r["loss_reseeded"] < r["loss_continued"]
+    assert len(hist) == 15
+    mu = est.transform(x)
+    c = np.abs(np.corrcoef(mu.T, z.T)[:2, 2:])
+    assert c[1, 1] > 0.9 and c[0, 0] > 0.9  # both factors found again
+    W = est.guide_.globals_guide._W_point().detach().numpy()
+    assert np.abs(W[4:, 1]).min() > 10 * np.abs(W[:4, 1]).max()
+
+
+def test_sparse_vae_reseed_option(tmp_path):
+    x, _, _ = two_blocks(n=200)
+    x[5, 2] = np.nan  # missing entries are left out of the residuals
+    kw = dict(n_factors=3, hidden_dim=8, reseed_rounds=2, reseed_epochs=2)
+    a = ps.SparseVAE(**kw).fit(x, epochs=4, batch_size=50, seed=1, progress=False)
+    b = ps.SparseVAE(**kw).fit(x, epochs=4, batch_size=50, seed=1, progress=False)
+    np.testing.assert_array_equal(a.loadings_, b.loadings_)  # deterministic on CPU
+    rounds = a.fit_info_["reseed"]
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert set(rounds[0]) >= {"factor", "ablation_cost", "accepted", "loss_reseeded",
+                              "loss_continued", "pretrain_mse", "n_loadings"}
+    assert len(a.loss_history_) == 4 + 2 * 2
+    a.save(tmp_path / "m")
+    back = ps.SparseVAE.load(tmp_path / "m")
+    assert back.reseed_rounds == 2 and back.reseed_epochs == 2
+    assert back.fit_info_["reseed"] == rounds
+    # default: no rounds, nothing recorded; None: half the epochs per round
+    assert "reseed" not in ps.SparseVAE(n_factors=2, hidden_dim=8).fit(
+        x, epochs=2, batch_size=50, progress=False).fit_info_
+    half = ps.SparseVAE(n_factors=2, hidden_dim=8, reseed_rounds=1).fit(
+        x, epochs=4, batch_size=50, progress=False)
+    assert len(half.loss_history_) == 4 + 2
+
+
+def test_reseed_with_counts_and_the_variational_guide():
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(3.0, size=(120, 6)).astype(np.float32)
+    m = ps.SparseVAE(n_factors=2, hidden_dim=8, likelihood="categorical", w_guide="meanfield",
+                     reseed_rounds=1, reseed_epochs=1).fit(counts, epochs=2, batch_size=40,
+                                                           progress=False)
+    assert len(m.fit_info_["reseed"]) == 1 and np.isfinite(m.loadings_).all()
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(reseed_rounds=-1), "reseed_rounds must be an integer >= 0"),
+    (dict(reseed_rounds=1.5), "reseed_rounds must be an integer >= 0"),
+    (dict(reseed_rounds=True), "reseed_rounds must be an integer >= 0"),
+    (dict(reseed_epochs=0), "reseed_epochs"),
+])
+def test_bad_reseed_arguments(kw, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        ps.SparseVAE(n_factors=2, **kw)

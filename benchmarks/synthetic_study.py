@@ -91,6 +91,7 @@ VARIANTS = {
     "VAE-noutscale": ("VAE", {"beta": 1.0, "output_scale": None}),
     # 2026-12-04: rounds of re-seeding the weakest factor, kept when the ELBO prefers them
     "SparseVAE-reseed3": ("SparseVAE", {"reseed_rounds": 3}),
+    "SparseVAE-reseed5": ("SparseVAE", {"reseed_rounds": 5}),
 }
 DEFAULT_VARIANTS = ["SparseVAE", "SparseVAE-Slab", "VAE", "beta-VAE(2)", "beta-VAE(4)"]
 # the default Sparse VAE with PyTorch's fp32 matmuls run on bf16 inputs

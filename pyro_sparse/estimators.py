@@ -1212,6 +1212,7 @@ class SparseVAE(_Estimator):
         # normal residuals in units of each column's sd, so that no feature's scale decides
         # which factor is needed least (counts: Pearson residuals are already comparable)
         col_sd = np.asarray(ctx["col_sd"], dtype=np.float64) if lik == "normal" else 1.0
+        col_sd = np.where(col_sd > 0, col_sd, 1.0)  # a constant column has residuals of 0
 
         def round_seed(r):
             return (int(seed) * 7919 + 104729 * (r + 1)) % (2 ** 32)
@@ -1237,9 +1238,10 @@ class SparseVAE(_Estimator):
 
         def propose(r):
             z = encoder_means()
-            costs = ablation_costs(residuals_of, z)
+            resid = residuals_of(z)
+            costs = ablation_costs(residuals_of, z, resid_ng=resid)
             k = int(np.argmin(costs))
-            w_g, s_n = residual_direction(residuals_of(z))
+            w_g, s_n = residual_direction(resid)
             mse = reseed_factor(guide, model.decoder, x_ng, k, w_g, s_n,
                                 batch_size=batch_size, lr=lr, seed=round_seed(r))
             return dict(factor=k, ablation_cost=[float(c) for c in costs],

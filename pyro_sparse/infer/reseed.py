@@ -37,7 +37,8 @@ RESEED_KEEP = 0.3
 RESEED_ENCODER_SD = 0.3
 
 
-def ablation_costs(residuals_of, z_nk: np.ndarray) -> np.ndarray:
+def ablation_costs(residuals_of, z_nk: np.ndarray, resid_ng: np.ndarray | None = None
+                   ) -> np.ndarray:
     """How much each factor is needed: the rise in mean squared residual without it.
 
     Parameters
@@ -47,6 +48,8 @@ def ablation_costs(residuals_of, z_nk: np.ndarray) -> np.ndarray:
         (NaN where an entry is missing).
     z_nk : numpy.ndarray, shape (N, K)
         Encoder means.
+    resid_ng : numpy.ndarray, shape (N, G), optional
+        ``residuals_of(z_nk)`` when the caller has it already.
 
     Returns
     -------
@@ -56,7 +59,7 @@ def ablation_costs(residuals_of, z_nk: np.ndarray) -> np.ndarray:
         decoder ignores or whose encoder means do not vary.
     """
     z = np.asarray(z_nk, dtype=np.float64)
-    base = float(np.nanmean(residuals_of(z) ** 2))
+    base = float(np.nanmean((residuals_of(z) if resid_ng is None else resid_ng) ** 2))
     out = np.empty(z.shape[1])
     for k in range(z.shape[1]):
         z_k = z.copy()

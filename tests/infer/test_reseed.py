@@ -54,6 +54,7 @@ def test_ablation_costs_by_hand():
     expected = (B ** 2).sum(0) * z.var(0) / x.shape[1]
     np.testing.assert_allclose(costs, expected, rtol=1e-10)
     assert costs[2] == 0.0 and int(np.argmin(costs)) == 2
+    np.testing.assert_array_equal(ablation_costs(residuals_of, z, resid_ng=x - z @ B.T), costs)
 
 
 def test_reseed_rounds_keeps_what_the_loss_prefers():
@@ -141,6 +142,7 @@ def test_a_killed_factor_comes_back():
 def test_sparse_vae_reseed_option(tmp_path):
     x, _, _ = two_blocks(n=200)
     x[5, 2] = np.nan  # missing entries are left out of the residuals
+    x[:, 7] = 1.5  # a constant column (sd 0) does not turn the residual scale into inf
     kw = dict(n_factors=3, hidden_dim=8, reseed_rounds=2, reseed_epochs=2)
     a = ps.SparseVAE(**kw).fit(x, epochs=4, batch_size=50, seed=1, progress=False)
     b = ps.SparseVAE(**kw).fit(x, epochs=4, batch_size=50, seed=1, progress=False)
@@ -150,6 +152,7 @@ def test_sparse_vae_reseed_option(tmp_path):
     assert set(rounds[0]) >= {"factor", "ablation_cost", "accepted", "loss_reseeded",
                               "loss_continued", "pretrain_mse", "n_loadings"}
     assert len(a.loss_history_) == 4 + 2 * 2
+    assert all(np.isfinite(r["ablation_cost"]).all() for r in rounds)
     a.save(tmp_path / "m")
     back = ps.SparseVAE.load(tmp_path / "m")
     assert back.reseed_rounds == 2 and back.reseed_epochs == 2

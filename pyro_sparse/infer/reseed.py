@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..residual_stats import leading_component, standardise_columns
+from .initialization import encoder_view
 
 __all__ = ["RESEED_KEEP", "ablation_costs", "reseed_factor", "reseed_rounds",
            "residual_direction"]
@@ -137,8 +138,6 @@ def reseed_factor(guide, decoder, x_ng, k: int, w_g, s_n, *, steps: int = 300,
     float
         Mean squared error of factor ``k``'s encoder means against ``s_n`` afterwards.
     """
-    from .initialization import encoder_view
-
     local = guide.local_guide
     K = local.encoder.loc_head.out_features
     if not 0 <= int(k) < K:

@@ -88,7 +88,7 @@ def simulate(seed, n=2000, n_features=24, n_factors=3, hidden=20, lambda0=10.0, 
 
 def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen",
           exact_zeros=False, unit_signal=False, epochs=200, fit_factors=None,
-          fit_init="random", fit_kwargs=None):
+          fit_init="random", fit_kwargs=None, reseed=0, profile=False):
     """Row label of one setting, e.g. ``lowrank (2 restarts, random start)``.
 
     ``fit_kwargs`` (a dict of extra ``SparseVAE`` arguments) is listed as ``k=v`` pairs.
@@ -104,17 +104,23 @@ def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen
                              (f"K={fit_factors} fitted", fit_factors is not None),
                              ("factor-analysis start", fit_init != "random")) if on]
     notes += [f"{k}={v}" for k, v in sorted((fit_kwargs or {}).items())]
+    if reseed and not learned:  # learned: reseed_rounds travels in fit_kwargs
+        notes.append(f"reseed_rounds={reseed}" + (", loadings profiled" if profile else ""))
     return guide_name + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, restarts,
-                init_truth, rescale):
-    """Decoder network frozen at the truth; returns (W draws, p*, encoder means)."""
+                init_truth, rescale, reseed=0, profile=False):
+    """Decoder network frozen at the truth; returns (W draws, p*, encoder means).
+
+    ``reseed`` rounds of :func:`pyro_sparse.infer.reseed_fit` (``epochs // 2`` epochs each,
+    the decoder left as it is, with ``profile_loadings=profile``) follow each fit, before the
+    scale step, as in ``SparseVAE.fit``."""
     import pyro
     import torch
 
     from pyro_sparse.guides import make_guide
-    from pyro_sparse.infer import fit_svi, full_data_loss, rescale_factors
+    from pyro_sparse.infer import fit_svi, full_data_loss, rescale_factors, reseed_fit
     from pyro_sparse.models import SparseVAEModel
 
     G, K = W.shape
@@ -136,6 +142,11 @@ def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, res
                     target.copy_(torch.as_tensor(W))
             fit_svi(model, guide, x, epochs=epochs, batch_size=200, lr=1e-2,
                     seed=seed * 100 + r, warmup_epochs=0.1 * epochs)
+            if reseed:
+                reseed_fit(model, guide, x, n_rounds=reseed, epochs=max(1, epochs // 2),
+                           batch_size=200, lr=1e-2, seed=seed * 100 + r,
+                           col_sd_g=x.std(0).numpy(), redraw_decoder=False,
+                           profile_loadings=profile)
             if rescale:  # what SparseVAE.fit does for the variational guides
                 rescale_factors(model, guide, x)
             loss = full_data_loss(model, guide, x)
@@ -182,7 +193,7 @@ def fit_one(args):
     precision and reliability.
     """
     (seed, guide_name, epochs, lambda0, lambda1, restarts, init_truth, rescale, decoder,
-     exact_zeros, unit_signal, fit_factors, fit_init, fit_kwargs) = args
+     exact_zeros, unit_signal, fit_factors, fit_init, fit_kwargs, reseed, profile) = args
     import torch
 
     torch.set_num_threads(1)
@@ -192,7 +203,7 @@ def fit_one(args):
     t0 = time.perf_counter()
     if decoder == "frozen":
         draws, p, mu = _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1,
-                                   restarts, init_truth, rescale)
+                                   restarts, init_truth, rescale, reseed, profile)
         flags = {}
     else:
         draws, p, mu, flags = _fit_learned(x, fit_factors or K, seed, guide_name, epochs,
@@ -219,7 +230,7 @@ def fit_one(args):
         draws = draws[:, :, of_true] * sign
     rows = []
     name = label(guide_name, rescale, restarts, init_truth, decoder, exact_zeros, unit_signal,
-                 epochs, fit_factors, fit_init, fit_kwargs)
+                 epochs, fit_factors, fit_init, fit_kwargs, reseed, profile)
     for gi in range(G):
         for j in range(len(surplus)):
             rows.append(dict(seed=seed, guide=name, g=gi, k=K + j, W_true=0.0, gamma=False,
@@ -398,6 +409,13 @@ def main(argv=None):
                          "e.g. the synthetic study's recipe '{\"factor_correlation\": true, "
                          "\"lkj_concentration\": 5, \"refine_support\": true, "
                          "\"refine_polish\": 3}' (with --restarts 5)")
+    ap.add_argument("--reseed-rounds", type=int, default=0,
+                    help="re-seeding rounds after each fit (SparseVAE(reseed_rounds=...); "
+                         "with --decoder frozen the decoder is left as it is)")
+    ap.add_argument("--profile-loadings", action="store_true",
+                    help="--decoder frozen, with --reseed-rounds: each re-seeded loading set "
+                         "by a per-feature search over PROFILE_GRID (reseed_fit("
+                         "profile_loadings=True))")
     ap.add_argument("--lambda0", type=float, default=10.0)
     ap.add_argument("--lambda1", type=float, default=1.0)
     ap.add_argument("--name", default="calibration")
@@ -408,6 +426,12 @@ def main(argv=None):
         ap.error("--fit-factors, --fit-init and --fit-kwargs need --decoder learned")
     if args.fit_kwargs is not None and not isinstance(args.fit_kwargs, dict):
         ap.error("--fit-kwargs must be a JSON object")
+    if args.reseed_rounds < 0:
+        ap.error("--reseed-rounds must be >= 0")
+    if args.profile_loadings and (args.decoder != "frozen" or not args.reseed_rounds):
+        ap.error("--profile-loadings needs --decoder frozen and --reseed-rounds")
+    if args.reseed_rounds and args.decoder == "learned":
+        args.fit_kwargs = dict(args.fit_kwargs or {}, reseed_rounds=args.reseed_rounds)
     RESULTS.mkdir(exist_ok=True)
     if args.render:
         df = pd.concat([pd.read_csv(f) for f in args.render], ignore_index=True)
@@ -415,7 +439,8 @@ def main(argv=None):
         return 0
     tasks = [(s, gname, args.epochs, args.lambda0, args.lambda1, args.restarts,
               args.init == "truth", not args.no_rescale, args.decoder, args.exact_zeros,
-              args.unit_signal, args.fit_factors, args.fit_init, args.fit_kwargs)
+              args.unit_signal, args.fit_factors, args.fit_init, args.fit_kwargs,
+              args.reseed_rounds if args.decoder == "frozen" else 0, args.profile_loadings)
              for gname in args.guides for s in range(args.reps)]
     with ProcessPoolExecutor(args.jobs) as ex:
         rows = [r for rs in ex.map(fit_one, tasks) for r in rs]

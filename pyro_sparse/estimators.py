@@ -39,7 +39,7 @@ from .infer import (
     write_checkpoint,
 )
 from .infer.parallel import check_n_jobs, effective_jobs, run_in_processes
-from .infer.reseed import ablation_costs, reseed_factor, reseed_rounds, residual_direction
+from .infer.reseed import reseed_fit
 from .io import (
     as_data_matrix,
     column_stats,
@@ -56,7 +56,6 @@ from .likelihoods import (
 )
 from .models import MARGINALIZE, SparseVAEModel, VAEModel
 from .models.sparse_vae import check_positive_int
-from .residual_stats import pearson_residuals
 
 __all__ = ["SparseVAE", "VAE", "load_model"]
 
@@ -1205,59 +1204,13 @@ class SparseVAE(_Estimator):
     def _reseed(self, model, guide, x_ng, ctx, seed):
         if not self.reseed_rounds:
             return [], None
-        epochs = self.reseed_epochs or max(1, ctx["epochs"] // 2)
-        batch_size, lr, lik = ctx["batch_size"], ctx["lr"], self.likelihood
-        N = x_ng.shape[0]
-        dev = guide.local_guide.fill_g.device
         # normal residuals in units of each column's sd, so that no feature's scale decides
         # which factor is needed least (counts: Pearson residuals are already comparable)
-        col_sd = np.asarray(ctx["col_sd"], dtype=np.float64) if lik == "normal" else 1.0
-        col_sd = np.where(col_sd > 0, col_sd, 1.0)  # a constant column has residuals of 0
-
-        def round_seed(r):
-            return (int(seed) * 7919 + 104729 * (r + 1)) % (2 ** 32)
-
-        def encoder_means():
-            with torch.no_grad():
-                return np.concatenate([guide.local_guide.encode(x_ng[a:a + 1024])[0].cpu()
-                                       .double().numpy() for a in range(0, N, 1024)])
-
-        def residuals_of(z_nk):
-            out = []
-            with torch.no_grad():
-                W_gk = guide.globals_guide._W_point().detach()
-                for a in range(0, N, 1024):
-                    xb = x_ng[a:a + 1024]
-                    z = torch.as_tensor(z_nk[a:a + 1024], dtype=torch.float32, device=dev)
-                    x0, mask = split_missing(xb)
-                    mean = mean_from_output(lik, model.decoder(z, W_gk), x0, mask,
-                                            self.library)
-                    out.append(pearson_residuals(lik, xb.cpu().double().numpy(),
-                                                 mean.cpu().double().numpy()))
-            return np.concatenate(out) / col_sd
-
-        def propose(r):
-            z = encoder_means()
-            resid = residuals_of(z)
-            costs = ablation_costs(residuals_of, z, resid_ng=resid)
-            k = int(np.argmin(costs))
-            w_g, s_n = residual_direction(resid)
-            mse = reseed_factor(guide, model.decoder, x_ng, k, w_g, s_n,
-                                batch_size=batch_size, lr=lr, seed=round_seed(r))
-            return dict(factor=k, ablation_cost=[float(c) for c in costs],
-                        pretrain_mse=mse, n_loadings=int(np.count_nonzero(w_g)))
-
-        def continue_fit(r):
-            return fit_svi(model, guide, x_ng, epochs=epochs, batch_size=batch_size, lr=lr,
-                           seed=round_seed(r), progress=ctx["progress"],
-                           desc=f"reseed round {r + 1}/{self.reseed_rounds}")
-
-        return reseed_rounds(
-            self.reseed_rounds, propose=propose, continue_fit=continue_fit,
-            loss=lambda: full_data_loss(model, guide, x_ng),
-            snapshot=lambda: {k: v.detach().clone()
-                              for k, v in _module_tensors(model, guide).items()},
-            restore=lambda t: _load_state(model, guide, t))
+        return reseed_fit(model, guide, x_ng, n_rounds=self.reseed_rounds,
+                          epochs=self.reseed_epochs or max(1, ctx["epochs"] // 2),
+                          batch_size=ctx["batch_size"], lr=ctx["lr"], seed=seed,
+                          likelihood=self.likelihood, col_sd_g=ctx["col_sd"],
+                          library=self.library, progress=ctx["progress"])
 
     def _model_config(self, x_ng, col_sd_g=None):
         return dict(n_features=int(x_ng.shape[1]), n_factors=self.n_factors,

@@ -92,7 +92,7 @@ def test_pyro_jit_step_gradient_equals_the_eager_elbo(G, monkeypatch, _clear_par
 @pytest.mark.parametrize("decoder", ["frozen", "learned"])
 def test_calibration_fit_one_rows(decoder):
     rows = calibration.fit_one((0, "meanfield", 2, 10.0, 1.0, 1, False, True, decoder,
-                                  decoder == "learned", False, None, "random", None))
+                                  decoder == "learned", False, None, "random", None, 0, False))
     assert len(rows) == 24 * 3
     r = rows[0]
     assert {"W_true", "gamma", "p_star", "in90", "recovered"} <= set(r)
@@ -112,7 +112,7 @@ def test_calibration_surplus_factors_are_scored_as_true_zeros():
     # False, so its used entries are false positives (random start here: the factor-analysis
     # start itself is tested in tests/infer/test_initialization.py)
     rows = pd.DataFrame(calibration.fit_one((0, "map", 2, 10.0, 1.0, 1, False, True, "learned",
-                                             True, True, 4, "random", None)))
+                                             True, True, 4, "random", None, 0, False)))
     assert len(rows) == 24 * 4
     extra = rows[rows["k"] >= 3]
     assert len(extra) == 24 and not extra["gamma"].any() and (extra["W_true"] == 0).all()
@@ -125,12 +125,42 @@ def test_calibration_surplus_factors_are_scored_as_true_zeros():
 def test_calibration_fit_kwargs_reach_the_estimator():
     # a recipe passed through --fit-kwargs is named in the row label and reaches SparseVAE
     base = (0, "map", 2, 10.0, 1.0, 1, False, True, "learned", True, True, None, "random")
-    rows = pd.DataFrame(calibration.fit_one(base + ({"refine_support": True},)))
+    rows = pd.DataFrame(calibration.fit_one(base + ({"refine_support": True}, 0, False)))
     assert rows["guide"].iloc[0].endswith("2 epochs, refine_support=True)")
     with pytest.raises(ValueError, match="refine_polish"):  # SparseVAE's own check
-        calibration.fit_one(base + ({"refine_polish": 3},))
+        calibration.fit_one(base + ({"refine_polish": 3}, 0, False))
     with pytest.raises(SystemExit):
         calibration.main(["--fit-kwargs", '{"refine_support": true}'])  # frozen decoder
+    with pytest.raises(SystemExit):
+        calibration.main(["--reseed-rounds", "-1"])
+    with pytest.raises(SystemExit):
+        calibration.main(["--profile-loadings"])  # no re-seeding to profile
+
+
+def test_calibration_reseeds_with_the_decoder_frozen(monkeypatch):
+    # --reseed-rounds with the decoder frozen: the rounds run (reseed_fit told to leave the
+    # known decoder alone) and the row label says so
+    import pyro_sparse.infer as infer
+
+    calls = []
+    real = infer.reseed_fit
+
+    def spy(model, guide, x, **kw):
+        before = {k: v.clone() for k, v in model.decoder.state_dict().items()}
+        out = real(model, guide, x, **kw)
+        calls.append((kw, all(torch.equal(v, before[k])
+                              for k, v in model.decoder.state_dict().items())))
+        return out
+
+    monkeypatch.setattr(infer, "reseed_fit", spy)
+    rows = calibration.fit_one((0, "meanfield", 2, 10.0, 1.0, 1, False, True, "frozen",
+                                False, False, None, "random", None, 1, True))
+    ((kw, unchanged),) = calls
+    assert kw["n_rounds"] == 1 and kw["redraw_decoder"] is False and unchanged
+    assert kw["profile_loadings"] is True
+    assert rows[0]["guide"].endswith(
+        "(random start, 2 epochs, reseed_rounds=1, loadings profiled)")
+    assert not math.isnan(rows[0]["in90"])
 
 
 def test_simulate_exact_zeros_keeps_the_draws_on_the_support():
@@ -147,7 +177,7 @@ def test_simulate_exact_zeros_keeps_the_draws_on_the_support():
 @pytest.mark.parametrize("guide", ["map", "meanfield"])
 def test_calibration_truth_start_starts_at_the_truth(guide):
     rows = pd.DataFrame(calibration.fit_one((0, guide, 1, 10.0, 1.0, 1, True, False, "frozen",
-                                             False, False, None, "random", None)))
+                                             False, False, None, "random", None, 0, False)))
     # one epoch (10 Adam steps at lr 0.01) moves no entry far from where it started
     err = (rows["q_mean"] - rows["W_true"]).abs()
     assert rows["ordered"].all() and err.max() < 0.2

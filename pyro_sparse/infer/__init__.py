@@ -11,7 +11,14 @@ from .initialization import INITS, encoder_view, fa_bic, factor_analysis_init, v
 from .output_scale import match_output_scale
 from .parallel import check_n_jobs, run_in_processes
 from .refine import REFINE_THRESHOLDS, candidate_supports, effect_share, one_se_choice
-from .reseed import ablation_costs, reseed_factor, reseed_rounds, residual_direction
+from .reseed import (
+    ablation_costs,
+    profile_column,
+    reseed_factor,
+    reseed_fit,
+    reseed_rounds,
+    residual_direction,
+)
 from .scale_symmetry import factor_moments, optimal_log_scales, rescale_factors, scale_objective
 from .svi import fit_svi, full_data_loss, make_elbo, resolve_device, warmup_weight
 
@@ -48,4 +55,6 @@ __all__ = [
     "residual_direction",
     "reseed_factor",
     "reseed_rounds",
+    "reseed_fit",
+    "profile_column",
 ]

@@ -17,6 +17,10 @@ features are treated as noise: their residuals move together. A round of re-seed
    full-data negative ELBO (:func:`reseed_rounds`). A round can therefore only keep a
    re-seeded factor that the ELBO prefers over more of the same training.
 
+:func:`reseed_fit` runs these rounds on a fitted model and guide (``SparseVAE.fit`` calls it).
+With ``profile_loadings=True`` step 2 also searches each re-seeded loading over a grid
+(:func:`profile_column`), for a decoder that is known and held fixed.
+
 Measured in ``benchmarks/calibration.py`` (``benchmarks/README.md``, "Re-seeding collapsed
 factors").
 """
@@ -24,18 +28,24 @@ factors").
 from __future__ import annotations
 
 import numpy as np
+import pyro
 import torch
 
-from ..residual_stats import leading_component, standardise_columns
+from ..likelihoods import mean_from_output, split_missing
+from ..residual_stats import leading_component, pearson_residuals, standardise_columns
 from .initialization import encoder_view
+from .svi import fit_svi, full_data_loss
 
-__all__ = ["RESEED_KEEP", "ablation_costs", "reseed_factor", "reseed_rounds",
-           "residual_direction"]
+__all__ = ["PROFILE_GRID", "RESEED_KEEP", "ablation_costs", "profile_column", "reseed_factor",
+           "reseed_fit", "reseed_rounds", "residual_direction"]
 
 #: loadings of the residual component below this fraction of its largest start at 0
 RESEED_KEEP = 0.3
 #: encoder sd the re-seeded factor is pretrained towards (the prior's is 1)
 RESEED_ENCODER_SD = 0.3
+#: loadings tried per feature by ``reseed_fit(profile_loadings=True)``, in units of the
+#: median |loading| of the other factors
+PROFILE_GRID = (0.0, -0.25, 0.25, -0.5, 0.5, -1.0, 1.0, -1.5, 1.5, -2.0, 2.0, -3.0, 3.0)
 
 
 def ablation_costs(residuals_of, z_nk: np.ndarray, resid_ng: np.ndarray | None = None
@@ -107,7 +117,7 @@ def residual_direction(resid_ng: np.ndarray, keep: float = RESEED_KEEP):
 
 def reseed_factor(guide, decoder, x_ng, k: int, w_g, s_n, *, steps: int = 300,
                   batch_size: int = 200, lr: float = 1e-2, seed: int = 0,
-                  encoder_sd: float = RESEED_ENCODER_SD) -> float:
+                  encoder_sd: float = RESEED_ENCODER_SD, redraw_decoder: bool = True) -> float:
     """Restart factor ``k`` of a Sparse VAE (in place) on a given direction.
 
     Parameters
@@ -121,7 +131,8 @@ def reseed_factor(guide, decoder, x_ng, k: int, w_g, s_n, *, steps: int = 300,
     decoder : SparseDecoder
         Column ``k`` of its first layer ``A1_hk`` is redrawn: random signs times the mean
         |weight| of the other columns in each row (a collapsed factor's column may have
-        shrunk towards 0, which would keep it silent).
+        shrunk towards 0, which would keep it silent). Left as it is with
+        ``redraw_decoder=False``.
     x_ng : torch.Tensor or SparseRows, shape (N, G)
         Training rows on the guide's device.
     k : int
@@ -132,6 +143,8 @@ def reseed_factor(guide, decoder, x_ng, k: int, w_g, s_n, *, steps: int = 300,
         Pretraining.
     encoder_sd : float
         Target encoder sd of factor ``k``.
+    redraw_decoder : bool
+        Redraw the decoder's first-layer column (False when the decoder is known and frozen).
 
     Returns
     -------
@@ -157,7 +170,8 @@ def reseed_factor(guide, decoder, x_ng, k: int, w_g, s_n, *, steps: int = 300,
         others = [j for j in range(K) if j != k]
         scale_h = A[:, others].abs().mean(1) if others else A[:, k].abs().clamp_min(1e-3)
         signs = torch.where(torch.rand(A.shape[0], generator=gen) < 0.5, -1.0, 1.0)
-        A[:, k] = scale_h * signs.to(A.device)
+        if redraw_decoder:
+            A[:, k] = scale_h * signs.to(A.device)
     v = torch.as_tensor(encoder_view(local, x_ng), dtype=torch.float32, device=dev)
     enc = local.encoder
     with torch.no_grad():
@@ -175,6 +189,37 @@ def reseed_factor(guide, decoder, x_ng, k: int, w_g, s_n, *, steps: int = 300,
         opt.step()
     with torch.no_grad():
         return float(((enc(v)[0][:, k] - tgt[:, k]) ** 2).mean())
+
+
+def profile_column(per_feature_loss, candidates_cg) -> np.ndarray:
+    """Each feature's best loading among candidate columns, feature by feature.
+
+    In a Sparse VAE feature ``g``'s decoded mean depends on row ``g`` of W only, so trying
+    whole candidate columns and keeping, for every feature, the candidate with its smallest
+    loss is an exact search over each feature's loading.
+
+    Parameters
+    ----------
+    per_feature_loss : callable
+        ``per_feature_loss(c_g) -> (G,)`` losses with the column set to ``c_g``.
+    candidates_cg : array-like, shape (C, G)
+        Candidate columns.
+
+    Returns
+    -------
+    numpy.ndarray, shape (G,)
+        Per feature the candidate value with the smallest loss (NaN losses never win; the
+        first candidate where all are NaN). Ties go to the earlier candidate.
+    """
+    cand = np.asarray(candidates_cg, dtype=np.float64)
+    if cand.ndim != 2 or cand.shape[0] < 1:
+        raise ValueError(f"candidates_cg must be (C, G) with C >= 1, got shape {cand.shape}")
+    losses = np.stack([np.asarray(per_feature_loss(c), dtype=np.float64) for c in cand])
+    if losses.shape != cand.shape:
+        raise ValueError(f"per_feature_loss returned shape {losses.shape[1:]}, expected "
+                         f"({cand.shape[1]},)")
+    pick = np.argmin(np.where(np.isnan(losses), np.inf, losses), axis=0)
+    return cand[pick, np.arange(cand.shape[1])]
 
 
 def reseed_rounds(n_rounds: int, *, propose, continue_fit, loss, snapshot, restore):
@@ -222,3 +267,138 @@ def reseed_rounds(n_rounds: int, *, propose, continue_fit, loss, snapshot, resto
         rounds.append(dict(info, round=r, loss_reseeded=loss_new, loss_continued=loss_plain,
                            accepted=accepted))
     return history, rounds
+
+
+def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: int = 100,
+               lr: float = 1e-2, seed: int = 0, likelihood: str = "normal", col_sd_g=None,
+               library=None, redraw_decoder: bool = True, profile_loadings: bool = False,
+               progress: bool = False, chunk: int = 1024):
+    """Re-seeding rounds on a fitted Sparse VAE (in place), as ``SparseVAE(reseed_rounds=...)``.
+
+    Each round (:func:`reseed_rounds`) re-seeds the factor with the smallest
+    :func:`ablation_costs` on :func:`residual_direction` of the current Pearson residuals
+    (:func:`reseed_factor`), trains it and the state as it was for ``epochs`` epochs each
+    from the same seed, and keeps the lower full-data negative ELBO.
+
+    Parameters
+    ----------
+    model : SparseVAEModel
+    guide : ModelGuide
+        Fitted; built under ``pyro.settings.context(module_local_params=True)`` (the rounds
+        run under it).
+    x_ng : torch.Tensor or SparseRows, shape (N, G)
+        The training rows on the guide's device (NaN marks a missing entry).
+    n_rounds, epochs : int
+        Rounds, and epochs of each of the two trainings per round.
+    batch_size, lr, seed : int, float, int
+        As :func:`~pyro_sparse.infer.fit_svi`; round ``r`` trains with a seed derived from
+        ``seed`` and ``r``.
+    likelihood : str
+        The model's likelihood (for the residuals).
+    col_sd_g : array-like, shape (G,), optional
+        Normal likelihood: residuals are divided by these column sds (0 is read as 1), so
+        that no feature's scale decides which factor is needed least.
+    library : optional
+        The model's library-size setting (count likelihoods), as given to the model.
+    redraw_decoder : bool
+        See :func:`reseed_factor`; False when the decoder is known and frozen.
+    profile_loadings : bool
+        After :func:`reseed_factor`, set each loading of the re-seeded column that the
+        residual component kept to the value in :data:`PROFILE_GRID` (times the median
+        |loading| of the other factors) with the smallest mean squared residual, the factor's
+        scores at their pretraining targets (:func:`profile_column`). The residual component
+        gives a loading's size and its sign in the residuals, but through the nonlinear
+        decoder the sign of W that produces it is the network's: a decoder that cannot
+        adapt (frozen) needs the right sign from the start.
+    progress : bool
+        Progress bars for the trainings.
+    chunk : int
+        Rows per batch when encoding and computing residuals.
+
+    Returns
+    -------
+    (history, rounds) : list of float, list of dict
+        As :func:`reseed_rounds`; each round's dict also has ``factor``, ``ablation_cost``
+        (per factor), ``pretrain_mse`` and ``n_loadings`` (and, with ``profile_loadings``,
+        ``profile_flips``: kept loadings whose sign the search reversed).
+    """
+    N = x_ng.shape[0]
+    dev = guide.local_guide.fill_g.device
+    col_sd = (np.ones(1) if col_sd_g is None or likelihood != "normal"
+              else np.asarray(col_sd_g, dtype=np.float64))
+    col_sd = np.where(col_sd > 0, col_sd, 1.0)  # a constant column has residuals of 0
+
+    def round_seed(r):
+        return (int(seed) * 7919 + 104729 * (r + 1)) % (2 ** 32)
+
+    def encoder_means():
+        with torch.no_grad():
+            return np.concatenate([guide.local_guide.encode(x_ng[a:a + chunk])[0].cpu()
+                                   .double().numpy() for a in range(0, N, chunk)])
+
+    def residuals_of(z_nk, W_gk=None):
+        out = []
+        with torch.no_grad():
+            if W_gk is None:
+                W_gk = guide.globals_guide._W_point().detach()
+            for a in range(0, N, chunk):
+                xb = x_ng[a:a + chunk]
+                z = torch.as_tensor(z_nk[a:a + chunk], dtype=torch.float32, device=dev)
+                x0, mask = split_missing(xb)
+                mean = mean_from_output(likelihood, model.decoder(z, W_gk), x0, mask, library)
+                out.append(pearson_residuals(likelihood, xb.cpu().double().numpy(),
+                                             mean.cpu().double().numpy()))
+        return np.concatenate(out) / col_sd
+
+    def propose(r):
+        z = encoder_means()
+        resid = residuals_of(z)
+        costs = ablation_costs(residuals_of, z, resid_ng=resid)
+        k = int(np.argmin(costs))
+        w_g, s_n = residual_direction(resid)
+        mse = reseed_factor(guide, model.decoder, x_ng, k, w_g, s_n, batch_size=batch_size,
+                            lr=lr, seed=round_seed(r), redraw_decoder=redraw_decoder)
+        out = dict(factor=k, ablation_cost=[float(c) for c in costs], pretrain_mse=mse,
+                   n_loadings=int(np.count_nonzero(w_g)))
+        if profile_loadings:
+            out["profile_flips"] = _profile(k, w_g, z, s_n)
+        return out
+
+    def _profile(k, w_g, z, s_n):
+        gg = guide.globals_guide
+        target = gg.W_gk if hasattr(gg, "W_gk") else gg.W_loc_gk
+        W0 = gg._W_point().detach().clone()
+        others = np.abs(np.delete(W0.cpu().numpy(), k, axis=1))
+        unit = float(np.median(others[others > 0])) if (others > 0).any() else 1.0
+        z = z.copy()
+        z[:, k] = s_n
+
+        def per_feature_loss(c_g):
+            W = W0.clone()
+            W[:, k] = torch.as_tensor(c_g, dtype=W.dtype, device=W.device)
+            return np.nanmean(residuals_of(z, W) ** 2, axis=0)
+
+        kept = w_g != 0
+        cand = np.asarray(PROFILE_GRID)[:, None] * unit * kept[None, :]
+        c_g = profile_column(per_feature_loss, cand)
+        with torch.no_grad():
+            target[:, k] = torch.as_tensor(c_g, dtype=target.dtype, device=target.device)
+        return int(np.sum(kept & (np.sign(c_g) == -np.sign(w_g))))
+
+    def continue_fit(r):
+        return fit_svi(model, guide, x_ng, epochs=epochs, batch_size=batch_size, lr=lr,
+                       seed=round_seed(r), progress=progress,
+                       desc=f"reseed round {r + 1}/{n_rounds}")
+
+    def snapshot():
+        return ({k: v.detach().clone() for k, v in model.state_dict().items()},
+                {k: v.detach().clone() for k, v in guide.state_dict().items()})
+
+    def restore(state):
+        model.load_state_dict(state[0], strict=True)
+        guide.load_state_dict(state[1], strict=True)
+
+    with pyro.settings.context(module_local_params=True):
+        return reseed_rounds(n_rounds, propose=propose, continue_fit=continue_fit,
+                             loss=lambda: full_data_loss(model, guide, x_ng),
+                             snapshot=snapshot, restore=restore)

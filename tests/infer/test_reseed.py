@@ -9,7 +9,9 @@ from pyro_sparse.guides import make_guide
 from pyro_sparse.infer import (
     ablation_costs,
     as_rows,
+    profile_column,
     reseed_factor,
+    reseed_fit,
     reseed_rounds,
     residual_direction,
 )
@@ -55,6 +57,31 @@ def test_ablation_costs_by_hand():
     np.testing.assert_allclose(costs, expected, rtol=1e-10)
     assert costs[2] == 0.0 and int(np.argmin(costs)) == 2
     np.testing.assert_array_equal(ablation_costs(residuals_of, z, resid_ng=x - z @ B.T), costs)
+
+
+def test_profile_column_picks_each_features_best_candidate():
+    from pyro_sparse.infer.reseed import PROFILE_GRID
+
+    target = np.array([0.5, -1.0, 0.1, 2.2, 7.0])
+    calls = []
+
+    def loss(c_g):  # feature g's loss depends on its own entry only
+        calls.append(c_g.copy())
+        return (c_g - target) ** 2
+
+    cand = np.asarray(PROFILE_GRID)[:, None] * np.ones(5)
+    cand[:, 4] = 0.0  # a feature left out of the search keeps 0
+    np.testing.assert_array_equal(profile_column(loss, cand), [0.5, -1.0, 0.0, 2.0, 0.0])
+    assert len(calls) == len(PROFILE_GRID)
+    # a NaN loss never wins; ties go to the earlier candidate
+    out = profile_column(lambda c: np.where(c > 0, np.nan, np.abs(c)), [[1.0, -1.0], [-2.0, 1.0]])
+    np.testing.assert_array_equal(out, [-2.0, -1.0])
+    np.testing.assert_array_equal(profile_column(lambda c: np.zeros(2), [[3.0, 4.0], [0, 0]]),
+                                  [3.0, 4.0])
+    with pytest.raises(ValueError, match="expected \\(2,\\)"):
+        profile_column(lambda c: np.zeros(3), [[1.0, 2.0]])
+    with pytest.raises(ValueError, match="must be \\(C, G\\)"):
+        profile_column(lambda c: c, [1.0, 2.0])
 
 
 def test_reseed_rounds_keeps_what_the_loss_prefers():
@@ -109,6 +136,11 @@ def test_reseed_factor_moves_only_that_factor(w_guide):
     assert 0.15 < float(sd[:, 1].median()) < 0.6
     with pytest.raises(ValueError, match="factor 2 out of range"):
         reseed_factor(guide, model.decoder, xt, 2, w, s)
+    # a known decoder is left as it is
+    A_before = model.decoder.A1_hk.detach().clone()
+    reseed_factor(guide, model.decoder, xt, 0, w, s, steps=5, seed=1, redraw_decoder=False)
+    torch.testing.assert_close(model.decoder.A1_hk.detach(), A_before, rtol=0, atol=0)
+    torch.testing.assert_close(W[:, 0].detach(), torch.tensor(w, dtype=torch.float32))
 
 
 def test_a_killed_factor_comes_back():
@@ -137,6 +169,67 @@ def test_a_killed_factor_comes_back():
     assert c[1, 1] > 0.9 and c[0, 0] > 0.9  # both factors found again
     W = est.guide_.globals_guide._W_point().detach().numpy()
     assert np.abs(W[4:, 1]).min() > 10 * np.abs(W[:4, 1]).max()
+
+
+def _known_decoder_data(n=800, seed=0):
+    """Rows drawn from a Sparse VAE with a known decoder: features 0-3 on factor 0, 4-7 on
+    factor 1; returns (x_ng, z_nk, W_gk, decoder state_dict)."""
+    from pyro_sparse.nn import SparseDecoder
+
+    g = torch.Generator().manual_seed(seed)
+    W = torch.zeros(8, 2)
+    W[:4, 0] = torch.tensor([1.0, -0.8, 0.9, 0.7])
+    W[4:, 1] = torch.tensor([0.9, 1.0, -0.8, 0.6])
+    torch.manual_seed(seed)
+    dec = SparseDecoder(8, 2, 10)
+    z = torch.randn(n, 2, generator=g)
+    with torch.no_grad():
+        dec.V_gh.div_(dec(z, W).std(0).unsqueeze(-1))  # every feature's signal sd 1
+        x = dec(z, W) + 0.3 * torch.randn(n, 8, generator=g)
+    return x, z.numpy(), W, dec.state_dict()
+
+
+def test_reseed_fit_with_a_frozen_decoder():
+    # the decoder known and frozen (as in benchmarks/calibration.py): fit from the true W,
+    # silence factor 1 (its loadings and encoder row at 0), and one round of reseed_fit with
+    # redraw_decoder=False brings it back without moving a single decoder weight
+    import pyro
+
+    from pyro_sparse.infer import fit_svi
+
+    x, z, W, dec_state = _known_decoder_data(seed=1)
+    with pyro.settings.context(module_local_params=True):
+        torch.manual_seed(0)
+        model = SparseVAEModel(8, 2, hidden_dim=10, b=2.0)
+        model.decoder.load_state_dict(dec_state)
+        model.decoder.requires_grad_(False)
+        guide = make_guide(model, "map")
+        gg, local = guide.globals_guide, guide.local_guide
+        gg.init_sigma(x.std(0))
+        with torch.no_grad():
+            gg.W_gk.copy_(W)
+        fit_svi(model, guide, x, epochs=30, batch_size=100, seed=0, warmup_epochs=3)
+
+    def corr():
+        with torch.no_grad():
+            mu = local.encode(x)[0].numpy()
+        return np.abs(np.corrcoef(mu.T, z.T)[:2, 2:])
+
+    assert corr()[1, 1] > 0.9  # found before it is silenced
+    with torch.no_grad():
+        gg.W_gk[:, 1] = 0.0
+        local.encoder.loc_head.weight[1] = 0.0
+        local.encoder.loc_head.bias[1] = 0.0
+    assert corr()[1, 1] < 0.5 or np.isnan(corr()[1, 1])
+    hist, rounds = reseed_fit(model, guide, x, n_rounds=1, epochs=15, batch_size=100, seed=0,
+                              col_sd_g=x.std(0).numpy(), redraw_decoder=False,
+                              profile_loadings=True)
+    (r,) = rounds
+    assert r["factor"] == 1 and r["accepted"] and len(hist) == 15
+    for k, v in model.decoder.state_dict().items():
+        torch.testing.assert_close(v, dec_state[k], rtol=0, atol=0)
+    c = corr()
+    assert c[0, 0] > 0.9 and c[1, 1] > 0.9
 
 
 def test_sparse_vae_reseed_option(tmp_path):

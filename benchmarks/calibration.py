@@ -379,6 +379,9 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--first-rep", type=int, default=0,
+                    help="data sets first_rep .. first_rep + reps - 1 (fresh ones for a "
+                         "held-out check of a setting chosen on 0 .. 9)")
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--guides", nargs="+", default=["meanfield"])
     ap.add_argument("--jobs", type=int, default=2)
@@ -426,6 +429,8 @@ def main(argv=None):
         ap.error("--fit-factors, --fit-init and --fit-kwargs need --decoder learned")
     if args.fit_kwargs is not None and not isinstance(args.fit_kwargs, dict):
         ap.error("--fit-kwargs must be a JSON object")
+    if args.first_rep < 0:
+        ap.error("--first-rep must be >= 0")
     if args.reseed_rounds < 0:
         ap.error("--reseed-rounds must be >= 0")
     if args.profile_loadings and (args.decoder != "frozen" or not args.reseed_rounds):
@@ -441,7 +446,8 @@ def main(argv=None):
               args.init == "truth", not args.no_rescale, args.decoder, args.exact_zeros,
               args.unit_signal, args.fit_factors, args.fit_init, args.fit_kwargs,
               args.reseed_rounds if args.decoder == "frozen" else 0, args.profile_loadings)
-             for gname in args.guides for s in range(args.reps)]
+             for gname in args.guides
+             for s in range(args.first_rep, args.first_rep + args.reps)]
     with ProcessPoolExecutor(args.jobs) as ex:
         rows = [r for rs in ex.map(fit_one, tasks) for r in rs]
     df = pd.DataFrame(rows)

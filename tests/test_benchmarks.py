@@ -105,6 +105,39 @@ def test_calibration_fit_one_rows(decoder):
     assert summ[0]["reps"] == 1 and 0.0 <= summ[0]["brier"] <= 1.0
     assert (summ[0]["a1"] == "-") == (decoder == "frozen")
     assert 0.0 <= summ[0]["f1"] <= 1.0
+    pv = summ[0]["noise"].p_value  # NaN when no bin of these 72 entries holds 20
+    assert math.isnan(pv) == math.isnan(summ[0]["max_reliability_gap"])
+    assert math.isnan(pv) or 0.0 <= pv <= 1.0
+
+
+def _calibration_frame(rng, n_seeds, shrink):
+    # entries whose truth follows p* shrunk towards 0.5 by ``shrink`` (0: calibrated)
+    rows = []
+    for seed in range(n_seeds):
+        p = rng.uniform(size=(24, 3))
+        truth = rng.uniform(size=p.shape) < 0.5 + (p - 0.5) * (1 - shrink)
+        for g in range(24):
+            for k in range(3):
+                rows.append(dict(seed=seed, guide="g", g=g, k=k, W_true=float(truth[g, k]),
+                                 gamma=bool(truth[g, k]), q_mean=0.0, q_sd=1.0,
+                                 p_star=p[g, k], in50=1.0, in90=1.0, ordered=True,
+                                 recovered=True, seconds=1.0))
+    return pd.DataFrame(rows)
+
+
+def test_calibration_render_reports_sampling_noise(tmp_path, monkeypatch):
+    monkeypatch.setattr(calibration, "RESULTS", tmp_path)
+    rng = np.random.default_rng(0)
+    good = calibration.summarize(_calibration_frame(rng, 20, 0.0))[0]
+    bad = calibration.summarize(_calibration_frame(rng, 20, 0.6))[0]
+    # 1,440 entries: a calibrated p* shows a gap of ~0.1 by chance; a shrunk truth beyond it
+    assert 0.05 < good["noise"].calibrated_quantile < 0.3
+    assert good["noise"].p_value > 0.01 and good["noise"].n_outside == 0
+    assert bad["noise"].p_value < 0.01 and bad["noise"].n_outside >= 1
+    assert math.isfinite(good["oracle_gap"])
+    calibration.render(_calibration_frame(rng, 2, 0.0), "noise")
+    md = (tmp_path / "noise.md").read_text()
+    assert "gap a calibrated p* would show (95%)" in md and "] (" in md
 
 
 def test_calibration_surplus_factors_are_scored_as_true_zeros():

@@ -1,6 +1,6 @@
 """Diagnostics of fitted models: ArviZ conversion, anchor reports, support recovery after
-factor matching, residual dependence (a missed factor), DCI / MIG disentanglement and latent
-activity."""
+factor matching, reliability of p* against a known truth, residual dependence (a missed
+factor), DCI / MIG disentanglement and latent activity."""
 
 from .anchors import (
     AnchorReport,
@@ -11,6 +11,14 @@ from .anchors import (
     redundant_factors,
 )
 from .arviz import chains_of, to_arviz
+from .calibration import (
+    ReliabilityCheck,
+    calibrated_gaps,
+    max_reliability_gap,
+    reliability_bins,
+    reliability_check,
+    wilson_interval,
+)
 from .disentanglement import dci, dci_from_importance, importance_matrix
 from .labels import coherence, label_association, top_features
 from .latent import active_units, discretize, latent_activity, mig
@@ -23,6 +31,12 @@ from .residuals import (
 from .support import abs_corr, anchors, estimated_support, match_factors, support_scores
 
 __all__ = [
+    "ReliabilityCheck",
+    "calibrated_gaps",
+    "max_reliability_gap",
+    "reliability_bins",
+    "reliability_check",
+    "wilson_interval",
     "coherence",
     "label_association",
     "top_features",

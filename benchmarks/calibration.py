@@ -291,6 +291,39 @@ def _oracle_gap(d, lambda0, lambda1):
     return _max_gap(d.assign(p_star=p))
 
 
+def _eta_diagnosis(d, lambda0, lambda1, n_draws=400):
+    """Is a reliability miss in W's posterior or in eta? (frozen-decoder runs; else None).
+
+    Scores E_q[p*] recomputed at each column's true inclusion rate (normal marginals of q,
+    ``n_draws`` draws), and reads the fitted eta off by inverting p* at the posterior mean
+    (median per data set and factor) to set beside the true rate.
+    """
+    import torch
+
+    from pyro_sparse.distributions.ssl import inclusion_prob
+
+    d = d[d["q_mean"].notna()]
+    if not len(d):
+        return None
+    rate = d.groupby(["seed", "k"])["gamma"].transform("mean").to_numpy(float)
+    m = torch.as_tensor(d["q_mean"].to_numpy(float))
+    sd = torch.as_tensor(d["q_sd"].to_numpy(float))
+    gen = torch.Generator().manual_seed(0)
+    W = m + sd * torch.randn((n_draws,) + m.shape, generator=gen, dtype=m.dtype)
+    p_rate = inclusion_prob(W, torch.as_tensor(rate), lambda0, lambda1).mean(0).numpy()
+    at_rate = _noise_check(d.assign(p_star=p_rate))
+    # p* = sigmoid(logit eta + log(lambda1 / lambda0) + (lambda0 - lambda1) |w|)
+    ps = d["p_star"].clip(1e-6, 1 - 1e-6).to_numpy()
+    llr = np.log(lambda1 / lambda0) + (lambda0 - lambda1) * np.abs(d["q_mean"].to_numpy())
+    implied = 1 / (1 + np.exp(-(np.log(ps / (1 - ps)) - llr)))
+    cols = d.assign(implied=implied).groupby(["seed", "k"]).agg(
+        implied=("implied", "median"), rate=("gamma", "mean"))
+    return dict(gap=at_rate.gap, p_value=at_rate.p_value,
+                eta_median=float(cols["implied"].median()),
+                rate_median=float(cols["rate"].median()),
+                eta_sd=float(cols["implied"].std()), rate_sd=float(cols["rate"].std()))
+
+
 def summarize(df, lambda0=10.0, lambda1=1.0):
     lines = []
     df = df.astype({"in50": float, "in90": float})  # bool in older run files, NaN-able now
@@ -304,6 +337,7 @@ def summarize(df, lambda0=10.0, lambda1=1.0):
             max_reliability_gap=_max_gap(d),
             max_reliability_gap_recovered=_max_gap(d[d["recovered"]]),
             noise=_noise_check(d), oracle_gap=_oracle_gap(d, lambda0, lambda1),
+            eta_diag=_eta_diagnosis(d, lambda0, lambda1),
             brier=float(((d["p_star"] - d["gamma"].astype(float)) ** 2).mean()),
             ordered=d.groupby("seed")["ordered"].first().mean(),
             recovered=d.groupby("seed")["recovered"].first().mean(),
@@ -403,6 +437,16 @@ def render(df, name, lambda0=10.0, lambda1=1.0):
         md.append(f"- {s['guide']}: " + "; ".join(
             f"{r.predicted:.2f} -> {r.observed:.2f} [{r.observed_lower:.2f}, "
             f"{r.observed_upper:.2f}] ({r.count})" for r in s["noise"].bins.itertuples()))
+    diag = [s for s in summ if s["eta_diag"] is not None]
+    if diag:
+        md += ["", "Posterior of W or eta? E_q[p*] recomputed at each column's true inclusion "
+               "rate, and the fitted eta read off p* at the posterior mean (median over data "
+               "sets x factors, sd in brackets):", ""]
+        for s in diag:
+            e = s["eta_diag"]
+            md.append(f"- {s['guide']}: gap {e['gap']:.3f} (p-value {e['p_value']:.3f}); "
+                      f"eta {e['eta_median']:.3f} ({e['eta_sd']:.3f}) against the true rate "
+                      f"{e['rate_median']:.3f} ({e['rate_sd']:.3f})")
     (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -138,6 +138,21 @@ def test_calibration_render_reports_sampling_noise(tmp_path, monkeypatch):
     calibration.render(_calibration_frame(rng, 2, 0.0), "noise")
     md = (tmp_path / "noise.md").read_text()
     assert "gap a calibrated p* would show (95%)" in md and "] (" in md
+    assert "Posterior of W or eta?" in md
+
+
+def test_calibration_eta_diagnosis_reads_eta_back():
+    from pyro_sparse.distributions.ssl import inclusion_prob
+
+    rng = np.random.default_rng(1)
+    d = _calibration_frame(rng, 3, 0.0)
+    w = rng.laplace(scale=0.3, size=len(d))
+    p = inclusion_prob(torch.as_tensor(w), torch.tensor(0.3), 10.0, 1.0).numpy()
+    d = d.assign(q_mean=w, q_sd=1e-6, p_star=p)
+    e = calibration._eta_diagnosis(d, 10.0, 1.0)
+    assert e["eta_median"] == pytest.approx(0.3, abs=1e-3)
+    assert e["rate_median"] == pytest.approx(d.groupby(["seed", "k"])["gamma"].mean().median())
+    assert calibration._eta_diagnosis(d.assign(q_mean=np.nan), 10.0, 1.0) is None
 
 
 def test_calibration_surplus_factors_are_scored_as_true_zeros():

@@ -245,6 +245,15 @@ def test_refine_support_flag(work):
     assert ref["n_heldout"] == 40 and 0 <= ref["chosen"] < len(ref["support_size"])
 
 
+def test_spikeslab_w_guide_flag(work):
+    r = run("fit", "data.csv", "--factors", 2, "--out", "spikeslab", "--epochs", 2,
+            "--w-guide", "spikeslab", "--no-progress", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert '"w_guide": "spikeslab"' in (work / "spikeslab" / "model" / "config.json").read_text()
+    p = pd.read_csv(work / "spikeslab" / "inclusion.csv", index_col=0).to_numpy()
+    assert p.shape == (7, 2) and ((p >= 0) & (p <= 1)).all()
+
+
 def test_restarts_with_refinement_and_factor_correlation(work):
     r = run("fit", "data.csv", "--factors", 2, "--out", "restarted", "--epochs", 3,
             "--refine-support", "--restarts", 2, "--factor-correlation",

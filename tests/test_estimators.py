@@ -412,6 +412,23 @@ def test_restricted_map_guide_keeps_masked_loadings_at_zero(data):
         guide.globals_guide.restrict_support(mask[:3])
 
 
+def test_spikeslab_w_guide_fits_draws_and_round_trips(data, tmp_path):
+    m = ps.SparseVAE(n_factors=3, hidden_dim=8, w_guide="spikeslab").fit(
+        data.X, epochs=3, progress=False)
+    assert not m.posterior_is_point_mass_
+    assert m.loadings_sd_.shape == (7, 3) and (m.loadings_sd_ > 0).all()
+    p = m.inclusion_probs_
+    assert ((p >= 0) & (p <= 1)).all()
+    d = m.posterior_draws(num_samples=50, seed=1)
+    assert d["W"].shape == (50, 7, 3) and d["W"].std(0).min() > 0
+    m.save(tmp_path / "ss")
+    m2 = ps.SparseVAE.load(tmp_path / "ss")
+    np.testing.assert_array_equal(m2.posterior_draws(50, seed=1)["W"], d["W"])
+    np.testing.assert_allclose(m2.inclusion_probs_, p)
+    dt = ps.diagnostics.to_arviz(m, num_samples=20)
+    assert "spike-and-slab" in dt.attrs["posterior_note"]
+
+
 def test_lowrank_w_guide_fits_draws_and_round_trips(data, tmp_path):
     m = ps.SparseVAE(n_factors=3, hidden_dim=8, w_guide="lowrank").fit(
         data.X, epochs=3, progress=False)

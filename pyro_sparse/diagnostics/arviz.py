@@ -53,9 +53,10 @@ def _aligned(name, arr, perm, signs):
 
 
 def _posterior_note(est) -> str:
-    if getattr(est, "w_guide", None) in ("meanfield", "lowrank"):
-        kind = "mean-field" if est.w_guide == "meanfield" else "low-rank"
-        return (f"W: draws from the {kind} Normal q(W), each column times exp(sd_k e) for "
+    if getattr(est, "w_guide", None) in ("meanfield", "lowrank", "spikeslab"):
+        kind = {"meanfield": "mean-field Normal", "lowrank": "low-rank Normal",
+                "spikeslab": "per-entry spike-and-slab"}[est.w_guide]
+        return (f"W: draws from the {kind} q(W), each column times exp(sd_k e) for "
                 "the posterior spread along its scale symmetry with z "
                 "(pyro_sparse.infer.scale_symmetry); inclusion = p*(W_s, eta) per draw. "
                 "eta (EM M-step), sigma and the network weights are point estimates, "

@@ -11,11 +11,13 @@ from .ssl import (
     laplace_log_density,
     ssl_log_prob,
 )
+from .tilted_ssl import TiltedSpikeSlabLasso
 
 __all__ = [
     "PSTAR_VARIANTS",
     "SigmaPrior",
     "SpikeSlabLasso",
+    "TiltedSpikeSlabLasso",
     "adaptive_lasso_penalty",
     "calibrate_sigma_prior",
     "estimated_support",

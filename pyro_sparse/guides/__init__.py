@@ -8,7 +8,13 @@ from __future__ import annotations
 import torch
 
 from .encoder import AmortizedNormalGuide
-from .globals import W_GUIDES, LowRankGlobalGuide, MAPGlobalGuide, MeanFieldGlobalGuide
+from .globals import (
+    W_GUIDES,
+    LowRankGlobalGuide,
+    MAPGlobalGuide,
+    MeanFieldGlobalGuide,
+    SpikeSlabGlobalGuide,
+)
 
 __all__ = [
     "W_GUIDES",
@@ -17,6 +23,7 @@ __all__ = [
     "MAPGlobalGuide",
     "MeanFieldGlobalGuide",
     "ModelGuide",
+    "SpikeSlabGlobalGuide",
     "make_guide",
 ]
 
@@ -48,7 +55,7 @@ def make_guide(model, w_guide: str = "map", init_scale: float = 1.0) -> ModelGui
     Parameters
     ----------
     model : SparseVAEModel or VAEModel
-    w_guide : {"map", "meanfield", "lowrank"}
+    w_guide : {"map", "meanfield", "lowrank", "spikeslab"}
         Guide for W (ignored by models without W, which take point estimates of sigma).
     init_scale : float
         Standard deviation of the random start of W.
@@ -64,6 +71,8 @@ def make_guide(model, w_guide: str = "map", init_scale: float = 1.0) -> ModelGui
         g = MeanFieldGlobalGuide(model, init_scale=init_scale)
     elif w_guide == "lowrank" and has_W:
         g = LowRankGlobalGuide(model, init_scale=init_scale)
+    elif w_guide == "spikeslab" and has_W:
+        g = SpikeSlabGlobalGuide(model, init_scale=init_scale)
     else:
         g = MAPGlobalGuide(model, init_scale=init_scale)
     local = AmortizedNormalGuide(model.n_features, model.n_factors, model.hidden_dim,

@@ -3,7 +3,9 @@
 ``MAPGlobalGuide`` is the paper's MAP + EM estimator: W and sigma are point estimates, eta is
 set by its closed-form M-step from the inclusion probabilities p* after every step.
 ``MeanFieldGlobalGuide`` puts an independent Normal on every W_gk (means, sds) instead;
-``LowRankGlobalGuide`` adds a low-rank covariance that couples the entries of W.
+``LowRankGlobalGuide`` adds a low-rank covariance that couples the entries of W;
+``SpikeSlabGlobalGuide`` gives every W_gk a spike-and-slab posterior of its own (the SSL prior
+tilted by a Gaussian), with a closed-form inclusion probability.
 Constrained quantities are stored unconstrained (``log sigma``, ``log sd``, an unconstrained
 vector for the correlation Cholesky factor) and transformed on use.
 """
@@ -18,12 +20,13 @@ from pyro.distributions import constraints
 from torch import nn
 from torch.distributions import transform_to
 
-from ..distributions import eta_mstep, inclusion_prob
+from ..distributions import TiltedSpikeSlabLasso, eta_mstep, inclusion_prob
 from ..models._register import register_params
 
-__all__ = ["MAPGlobalGuide", "MeanFieldGlobalGuide", "LowRankGlobalGuide", "W_GUIDES"]
+__all__ = ["MAPGlobalGuide", "MeanFieldGlobalGuide", "LowRankGlobalGuide",
+           "SpikeSlabGlobalGuide", "W_GUIDES"]
 
-W_GUIDES = ("map", "meanfield", "lowrank")
+W_GUIDES = ("map", "meanfield", "lowrank", "spikeslab")
 
 
 class _GlobalGuideBase(nn.Module):
@@ -82,6 +85,10 @@ class _GlobalGuideBase(nn.Module):
     def _W_point(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def _W_for_eta(self) -> torch.Tensor:
+        # what the EM step reads (a guide whose step does not read W returns any (G, K) tensor)
+        return self._W_point()
+
     def _sample_W(self):
         raise NotImplementedError
 
@@ -91,7 +98,7 @@ class _GlobalGuideBase(nn.Module):
         register_params("globals_guide", self)
         with poutine.scale(scale=prior_weight):
             if self.has_W:
-                W_gk = self._W_point()
+                W_gk = self._W_for_eta()
                 K = W_gk.shape[-1]
                 eta_k = self._eta(W_gk)
                 factors = pyro.plate("factors", K, dim=-1)
@@ -325,3 +332,94 @@ class LowRankGlobalGuide(MeanFieldGlobalGuide):
             c = torch.as_tensor(c_k).to(self.W_loc_gk)
             G, K = self.W_loc_gk.shape
             self.W_factor_ir.view(G, K, -1).mul_(c[:, None])
+
+
+class SpikeSlabGlobalGuide(MeanFieldGlobalGuide):
+    """Per-entry spike-and-slab posterior: q(W_gk) proportional to SSL(W_gk; eta_k) N(W_gk; m, s^2).
+
+    Each entry's q is the SSL prior tilted by a Gaussian (``TiltedSpikeSlabLasso``): a spike
+    part and a slab part with an inclusion probability ``P_q(gamma_gk = 1)`` in closed form.
+    A Gaussian q (mean-field, low-rank) must put a loading near 0 or away from it; this one can
+    hold both, as the exact posterior of a borderline loading does. Entries are independent.
+
+    Parameters
+    ----------
+    model : SparseVAEModel
+        With the standard p* (``pstar="standard"``): the family is built on the normalised
+        Laplace densities.
+    init_scale, init_sd : float
+        Tilt centres start from N(0, init_scale^2), tilt sds at ``init_sd``.
+
+    Notes
+    -----
+    ``W_loc_gk`` and ``W_logsd_gk`` hold the tilt's centre and log sd; the posterior mean
+    (the reported loadings) is shrunk from the centre towards 0. eta's M-step uses the
+    closed-form inclusion probabilities ``E_q[gamma]`` and the family's prior weight follows
+    eta. Rescaling a column (:meth:`scale_columns`, used by the scale-symmetry step) scales
+    the tilt's sd and moves its centre so that the posterior mean scales exactly; q itself
+    is not closed under scaling (the prior's rates stay put), so the spread and inclusion
+    probabilities are those of the rescaled fit, not scaled copies.
+    """
+
+    def __init__(self, model, init_scale: float = 1.0, init_sd: float = 0.05):
+        if getattr(model, "pstar", "standard") != "standard":
+            raise ValueError("w_guide='spikeslab' needs pstar='standard' (its family uses the "
+                             f"normalised Laplace densities), got pstar={model.pstar!r}")
+        super().__init__(model, init_scale=init_scale, init_sd=init_sd)
+
+    def _q(self) -> TiltedSpikeSlabLasso:
+        return TiltedSpikeSlabLasso(self.W_loc_gk, self.W_logsd_gk.exp(), self.eta_k,
+                                    self.lambda0, self.lambda1)
+
+    @property
+    def W_scale_gk(self) -> torch.Tensor:
+        """Posterior sd of each W entry under q (no symmetry spread), shape (G, K)."""
+        with torch.no_grad():
+            return self._q().variance.sqrt()
+
+    def _W_point(self):
+        with torch.no_grad():
+            return self._q().mean
+
+    def _W_for_eta(self):
+        return self.W_loc_gk  # the M-step below reads q, not a point: only the shape is used
+
+    def _eta(self, W_point_gk: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                self.eta_k.copy_(eta_mstep(self._q().inclusion_prob(), self.a, self.b))
+        return self.eta_k
+
+    def _sample_W(self):
+        pyro.sample("W", self._q())
+
+    def _draw(self, num_samples, generator=None):
+        return self._q().rsample((num_samples,), generator=generator)
+
+    def scale_columns(self, c_k) -> None:
+        """Scale column k's posterior mean and tilt sd by ``c_k[k]`` (mean exactly)."""
+        with torch.no_grad():
+            c = torch.as_tensor(c_k).to(self.W_loc_gk)
+            target = self._q().mean * c
+            self.W_logsd_gk.add_(c.log())
+            self.W_loc_gk.copy_(TiltedSpikeSlabLasso.loc_for_mean(
+                target, self.W_logsd_gk.exp(), self.eta_k, self.lambda0, self.lambda1))
+
+    def marginal_sd(self) -> torch.Tensor:
+        """sd of each entry under :meth:`sample_W` (symmetry spread included), shape (G, K)."""
+        with torch.no_grad():
+            q = self._q()
+            m1, m2 = q.mean, q.second_moment
+            v = self.log_scale_sd_k ** 2
+            return (m2 * torch.exp(2 * v) - m1**2 * torch.exp(v)).clamp_min(0).sqrt()
+
+    def inclusion_probs(self, num_samples: int = 2000) -> torch.Tensor:
+        """``P_q(gamma_gk = 1)``: closed form, or E[p*] over ``num_samples`` draws of W when
+        the scale-symmetry spread is set (draws then differ from q by that spread; the draws
+        are seeded, so the result is the same on every call)."""
+        with torch.no_grad():
+            if not bool((self.log_scale_sd_k > 0).any()):
+                return self._q().inclusion_prob()
+            gen = torch.Generator(device=self.W_loc_gk.device).manual_seed(0)
+            W = self.sample_W(num_samples, generator=gen)
+            return inclusion_prob(W, self.eta_k, self.lambda0, self.lambda1).mean(0)

@@ -7,6 +7,7 @@ from pyro_sparse.guides import (
     LowRankGlobalGuide,
     MAPGlobalGuide,
     MeanFieldGlobalGuide,
+    SpikeSlabGlobalGuide,
     make_guide,
 )
 from pyro_sparse.models import SparseVAEModel
@@ -63,6 +64,42 @@ def test_lowrank_guide_density_and_marginal_sd():
         site = tr.nodes["W"]
         joint = g._q().log_prob(site["value"].reshape(-1))
         torch.testing.assert_close(site["fn"].log_prob(site["value"]).sum(), joint)
+
+
+def test_spikeslab_guide_draws_inclusion_and_em_step():
+    with local():
+        model = SparseVAEModel(5, 2, 8)
+        g = SpikeSlabGlobalGuide(model, init_sd=0.2)
+        with torch.no_grad():
+            g.W_loc_gk.copy_(torch.tensor([[0.0, 0.1], [0.3, -0.4], [0.6, 1.0],
+                                           [-1.5, 0.05], [2.0, -0.2]]))
+        q = g._q()
+        draws = g.sample_W(20000, generator=torch.Generator().manual_seed(0))
+        assert draws.shape == (20000, 5, 2)
+        # draws follow q; the reported loadings are q's mean, shrunk from the tilt centres
+        torch.testing.assert_close(draws.mean(0), q.mean, atol=0.01, rtol=0.0)
+        torch.testing.assert_close(g.W_scale_gk, q.variance.sqrt())
+        torch.testing.assert_close(g.point_estimates()["W"], q.mean)
+        m = q.mean.detach()
+        assert float(m[0, 0]) == 0.0 and 0 < float(m[2, 0]) < 0.6
+        # the closed-form inclusion is E_q[p*] over the draws
+        p = g.inclusion_probs()
+        mc = inclusion_prob(draws, g.eta_k, 10.0, 1.0).mean(0)
+        torch.testing.assert_close(p, mc, atol=0.01, rtol=0.0)
+        # one EM step per call in training mode, from the closed-form inclusion
+        want = eta_mstep(p, model.a, model.b)
+        g.train()
+        tr = pyro.poutine.trace(g).get_trace()
+        torch.testing.assert_close(g.eta_k, want)
+        # the W site is q (with the new eta): its log-density is q's
+        site = tr.nodes["W"]
+        torch.testing.assert_close(site["fn"].log_prob(site["value"]),
+                                   g._q().log_prob(site["value"]))
+
+
+def test_spikeslab_guide_needs_the_standard_pstar():
+    with pytest.raises(ValueError, match="pstar='standard'"):
+        SpikeSlabGlobalGuide(SparseVAEModel(4, 2, 8, pstar="authors"))
 
 
 def test_make_guide_rejects_unknown_w_guide():

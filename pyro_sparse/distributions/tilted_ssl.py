@@ -1,0 +1,256 @@
+"""A spike-and-slab variational family for one loading: the SSL prior tilted by a Gaussian.
+
+``q(w) = SSL(w; eta, lambda0, lambda1) N(w; loc, scale^2) / Z`` has a spike part and a slab
+part with an inclusion probability of its own, and it is the exact posterior of a loading
+whose likelihood is Gaussian in it. Writing each Laplace half-line times the Gaussian as a
+truncated Normal makes everything closed-form: the normaliser Z, the inclusion probability
+``P_q(gamma = 1)``, the moments and the CDF. Draws are exact (a piece, then a truncated
+Normal by inverse CDF) and carry implicit reparameterisation gradients
+(``dw/dtheta = -dF(w; theta)/dtheta / q(w)``, Figurnov et al. 2018), so the family works in
+any reparameterised ELBO.
+
+Pieces, for the spike (rate lambda0, weight 1 - eta) and the slab (lambda1, eta), on
+``w >= 0`` (sign +1) and ``w < 0`` (sign -1):
+``(lam / 2) exp(-lam |w|) N(w; m, s^2) = (lam / 2) exp(-s_i lam m + lam^2 s^2 / 2)
+N(w; m - s_i lam s^2, s^2)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.distributions import TorchDistribution, constraints
+from torch.special import log_ndtr, ndtri
+
+from .ssl import _clamp_eta, ssl_log_prob
+
+__all__ = ["TiltedSpikeSlabLasso"]
+
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+# piece order: spike+, spike-, slab+, slab-
+_SIGNS = (1.0, -1.0, 1.0, -1.0)
+
+
+class TiltedSpikeSlabLasso(TorchDistribution):
+    """``q(w) proportional to SSL(w; eta, lambda0, lambda1) N(w; loc, scale^2)``, per entry.
+
+    Parameters
+    ----------
+    loc, scale : torch.Tensor
+        Centre and sd of the Gaussian tilt (broadcastable; ``scale > 0``). They are the
+        variational parameters; ``loc`` is not the mean of q (see :attr:`mean`).
+    eta : torch.Tensor
+        Slab probability of the prior, broadcastable to the batch shape.
+    lambda0, lambda1 : float
+        Spike and slab Laplace rates (standard normalised densities).
+
+    Notes
+    -----
+    Computations run in float64 and are returned in the dtype of ``loc``. With a Gaussian
+    likelihood in ``w`` (``N(y; w, v)`` over ``n`` observations) the exact posterior is this
+    distribution with ``loc = mean(y)`` and ``scale^2 = v / n``.
+    """
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive,
+                       "eta": constraints.unit_interval}
+    support = constraints.real
+    has_rsample = True
+
+    def __init__(self, loc, scale, eta, lambda0: float, lambda1: float, validate_args=None):
+        loc, scale, eta = torch.broadcast_tensors(torch.as_tensor(loc), torch.as_tensor(scale),
+                                                  torch.as_tensor(eta).to(torch.as_tensor(loc)))
+        self.loc, self.scale, self.eta = loc, scale, eta
+        self.lambda0, self.lambda1 = float(lambda0), float(lambda1)
+        self._pieces_cache = None
+        super().__init__(loc.shape, torch.Size(), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        shape = torch.Size(batch_shape)
+        return TiltedSpikeSlabLasso(self.loc.expand(shape), self.scale.expand(shape),
+                                    self.eta.expand(shape), self.lambda0, self.lambda1)
+
+    # --- the four pieces -------------------------------------------------------------------
+    def _pieces(self):
+        """float64 (log mass, centre, sign, s) of the pieces; last axis of size 4 (cached)."""
+        # a cache filled under no_grad holds no graph: recompute when gradients are wanted
+        grad = torch.is_grad_enabled()
+        if self._pieces_cache is None or (grad and not self._pieces_cache[0]):
+            self._pieces_cache = (grad, self._compute_pieces())
+        return self._pieces_cache[1]
+
+    def _compute_pieces(self):
+        mu = self.loc.double().unsqueeze(-1)
+        s = self.scale.double().unsqueeze(-1)
+        eta = _clamp_eta(self.eta.double()).unsqueeze(-1)
+        lam = mu.new_tensor([self.lambda0, self.lambda0, self.lambda1, self.lambda1])
+        sgn = mu.new_tensor(_SIGNS)
+        log_w = torch.cat([torch.log1p(-eta), torch.log1p(-eta), torch.log(eta),
+                           torch.log(eta)], -1)
+        centre = mu - sgn * lam * s**2
+        log_mass = (log_w + torch.log(lam / 2) - sgn * lam * mu + 0.5 * lam**2 * s**2
+                    + log_ndtr(sgn * centre / s))
+        return log_mass, centre, sgn, s
+
+    def _log_normaliser(self, log_mass):
+        return torch.logsumexp(log_mass, -1)
+
+    @property
+    def log_normaliser(self) -> torch.Tensor:
+        """log Z, the log of the tilt's integral against the prior (batch shape)."""
+        log_mass, _, _, _ = self._pieces()
+        return self._log_normaliser(log_mass).to(self.loc.dtype)
+
+    def inclusion_prob(self) -> torch.Tensor:
+        """``P_q(gamma = 1)``: the slab pieces' share of the mass (batch shape).
+
+        Equals ``E_q[p*(w, eta)]`` exactly, since ``p*(w) q(w)`` is the slab part of q.
+        """
+        log_mass, _, _, _ = self._pieces()
+        out = torch.logsumexp(log_mass[..., 2:], -1) - self._log_normaliser(log_mass)
+        return out.exp().to(self.loc.dtype)
+
+    def _piece_moments(self):
+        log_mass, m, sgn, s = self._pieces()
+        p = torch.softmax(log_mass, -1)
+        r = m / s
+        # h = phi(r) / Phi(sgn r): inverse Mills ratio of each truncated piece
+        h = torch.exp(-0.5 * r**2 - _LOG_SQRT_2PI - log_ndtr(sgn * r))
+        e1 = m + s * sgn * h
+        e2 = m**2 + 2 * m * s * sgn * h + s**2 * (1.0 - sgn * r * h)
+        return p, e1, e2
+
+    @property
+    def mean(self) -> torch.Tensor:
+        p, e1, _ = self._piece_moments()
+        return (p * e1).sum(-1).to(self.loc.dtype)
+
+    @property
+    def second_moment(self) -> torch.Tensor:
+        """``E_q[w^2]`` (batch shape)."""
+        p, _, e2 = self._piece_moments()
+        return (p * e2).sum(-1).to(self.loc.dtype)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        p, e1, e2 = self._piece_moments()
+        m1 = (p * e1).sum(-1)
+        return ((p * e2).sum(-1) - m1**2).clamp_min(0).to(self.loc.dtype)
+
+    @staticmethod
+    def loc_for_mean(mean, scale, eta, lambda0: float, lambda1: float,
+                     iters: int = 100) -> torch.Tensor:
+        """The tilt centre whose distribution has the given mean (per entry, by bisection).
+
+        The mean of q increases with ``loc``, so the root is unique.
+
+        Parameters
+        ----------
+        mean, scale, eta : torch.Tensor
+            Target means, tilt sds and slab probabilities (broadcastable).
+        lambda0, lambda1 : float
+        iters : int
+            Bisection steps (in float64).
+
+        Returns
+        -------
+        torch.Tensor
+            ``loc`` with the broadcast shape, in the dtype of ``mean``.
+        """
+        target, s, e = torch.broadcast_tensors(torch.as_tensor(mean).double(),
+                                               torch.as_tensor(scale).double(),
+                                               torch.as_tensor(eta).double())
+
+        def mean_at(loc):
+            return TiltedSpikeSlabLasso(loc, s, e, lambda0, lambda1).mean
+
+        with torch.no_grad():
+            half = max(lambda0, lambda1) * s**2 + 10.0 * s + 1.0
+            lo, hi = target - half, target + half
+            for _ in range(60):  # widen until the bracket holds the target
+                low_bad, high_bad = mean_at(lo) > target, mean_at(hi) < target
+                if not (low_bad.any() or high_bad.any()):
+                    break
+                lo = torch.where(low_bad, lo - 2 * (hi - lo), lo)
+                hi = torch.where(high_bad, hi + 2 * (hi - lo), hi)
+            for _ in range(iters):
+                mid = 0.5 * (lo + hi)
+                below = mean_at(mid) < target
+                lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+            return (0.5 * (lo + hi)).to(torch.as_tensor(mean).dtype)
+
+    # --- densities ----------------------------------------------------------------------
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        v = value.double()
+        log_mass, _, _, _ = self._pieces()
+        mu, s = self.loc.double(), self.scale.double()
+        log_tilt = -0.5 * ((v - mu) / s) ** 2 - torch.log(s) - _LOG_SQRT_2PI
+        out = (ssl_log_prob(v, self.eta.double(), self.lambda0, self.lambda1) + log_tilt
+               - self._log_normaliser(log_mass))
+        return out.to(value.dtype)
+
+    def _log_tail(self, v):
+        """log F(v) where v < 0 and log (1 - F(v)) where v >= 0 (float64, with gradients)."""
+        log_mass, m, sgn, s = self._pieces()
+        v1 = v.unsqueeze(-1)
+        # a piece's mass beyond v, towards its own side (v on the piece's side of 0), or up
+        # to v from -inf for the negative pieces
+        part = log_mass + log_ndtr(sgn * (m - v1) / s) - log_ndtr(sgn * m / s)
+        log_z = self._log_normaliser(log_mass)
+        log_surv = torch.logsumexp(part[..., 0::2], -1) - log_z  # positive pieces, v >= 0
+        log_cdf = torch.logsumexp(part[..., 1::2], -1) - log_z  # negative pieces, v < 0
+        return torch.where(v >= 0, log_surv, log_cdf)
+
+    def cdf(self, value):
+        v = value.double()
+        t = self._log_tail(v).exp()
+        return torch.where(v >= 0, 1.0 - t, t).to(value.dtype)
+
+    # --- sampling ---------------------------------------------------------------------------
+    def _draw(self, shape, generator=None):
+        """Exact draws (float64, no gradient): a piece by its mass, then a truncated Normal."""
+        with torch.no_grad():
+            log_mass, m, sgn, s = self._pieces()
+            log_mass, m, s = (t.expand(*shape, 4) for t in (log_mass, m, s))
+            dev = log_mass.device
+            u = torch.rand(log_mass.shape, generator=generator, device=dev,
+                           dtype=torch.float64).clamp(1e-300, 1.0 - 1e-16)
+            piece = torch.argmax(log_mass - torch.log(-torch.log(u)), -1, keepdim=True)
+            m1, s1 = m.gather(-1, piece), s.gather(-1, piece)
+            sg = sgn.expand(m.shape).gather(-1, piece)
+            v = torch.rand(m1.shape, generator=generator, device=dev,
+                           dtype=torch.float64).clamp_min(1e-300)
+            # standardised draw beyond the boundary 0 on the piece's side
+            t = -sg * ndtri(v * torch.exp(log_ndtr(sg * m1 / s1)))
+            w = m1 + s1 * t
+            # a piece whose mass lies far in its Gaussian's tail (probability ~0 of being
+            # picked): its draws sit just beyond 0
+            w = torch.where(torch.isfinite(w), w, sg * s1**2 / m1.abs().clamp_min(1e-300))
+            w = torch.where(sg > 0, w.clamp_min(0.0), w.clamp_max(-1e-300))
+            return w.squeeze(-1)
+
+    def rsample(self, sample_shape=torch.Size(), generator=None):
+        """Draws with implicit reparameterisation gradients in ``loc``, ``scale``, ``eta``.
+
+        Parameters
+        ----------
+        sample_shape : torch.Size
+        generator : torch.Generator, optional
+            Makes the draws reproducible.
+        """
+        shape = self._extended_shape(sample_shape)
+        self._pieces()  # with gradients where enabled, shared by the draw and the tails
+        w0 = self._draw(shape, generator)
+        needs_grad = self.loc.requires_grad or self.scale.requires_grad or self.eta.requires_grad
+        if not (torch.is_grad_enabled() and needs_grad):
+            return w0.to(self.loc.dtype)
+        log_t = self._log_tail(w0)
+        ratio = torch.exp(log_t - self.log_prob(w0).double()).detach()
+        sign = torch.where(w0 >= 0, 1.0, -1.0).to(w0)
+        w = w0 + sign * ratio * (log_t - log_t.detach())
+        return w.to(self.loc.dtype)
+
+    def sample(self, sample_shape=torch.Size(), generator=None):
+        return self._draw(self._extended_shape(sample_shape), generator).to(self.loc.dtype)

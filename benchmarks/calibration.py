@@ -500,12 +500,16 @@ def main(argv=None):
     ap.add_argument("--lambda1", type=float, default=1.0)
     ap.add_argument("--name", default="calibration")
     ap.add_argument("--render", nargs="*", help="only render these CSVs (concatenated)")
+    ap.add_argument("--render-seeds", nargs=2, type=int, metavar=("FIRST", "LAST"),
+                    help="with --render: keep the data sets with seeds FIRST..LAST only")
     args = ap.parse_args(argv)
     if args.decoder == "frozen" and (args.fit_factors or args.fit_init != "random"
                                      or args.fit_kwargs):
         ap.error("--fit-factors, --fit-init and --fit-kwargs need --decoder learned")
     if args.fit_kwargs is not None and not isinstance(args.fit_kwargs, dict):
         ap.error("--fit-kwargs must be a JSON object")
+    if args.render_seeds and not args.render:
+        ap.error("--render-seeds needs --render")
     if args.first_rep < 0:
         ap.error("--first-rep must be >= 0")
     if args.reseed_rounds < 0:
@@ -517,6 +521,11 @@ def main(argv=None):
     RESULTS.mkdir(exist_ok=True)
     if args.render:
         df = pd.concat([pd.read_csv(f) for f in args.render], ignore_index=True)
+        if args.render_seeds:
+            lo, hi = args.render_seeds
+            df = df[(df["seed"] >= lo) & (df["seed"] <= hi)]
+            if df.empty:
+                ap.error(f"no rows with seeds {lo}..{hi} in {', '.join(args.render)}")
         render(df, args.name, args.lambda0, args.lambda1)
         return 0
     tasks = [(s, gname, args.epochs, args.lambda0, args.lambda1, args.restarts,

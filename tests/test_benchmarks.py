@@ -141,6 +141,26 @@ def test_calibration_render_reports_sampling_noise(tmp_path, monkeypatch):
     assert "Posterior of W or eta?" in md
 
 
+def test_calibration_render_keeps_the_seeds_asked_for(tmp_path, monkeypatch):
+    monkeypatch.setattr(calibration, "RESULTS", tmp_path)
+    _calibration_frame(np.random.default_rng(0), 5, 0.0).to_csv(tmp_path / "all.csv",
+                                                                  index=False)
+    assert calibration.main(["--render", str(tmp_path / "all.csv"), "--render-seeds", "1",
+                             "3", "--name", "some"]) == 0
+    assert "| g | 3 |" in (tmp_path / "some.md").read_text()  # three data sets
+    with pytest.raises(SystemExit):
+        calibration.main(["--render", str(tmp_path / "all.csv"), "--render-seeds", "7", "9"])
+    with pytest.raises(SystemExit):
+        calibration.main(["--render-seeds", "1", "3"])
+
+
+def test_calibration_spikeslab_guide_rows():
+    rows = calibration.fit_one((0, "spikeslab", 2, 10.0, 1.0, 1, False, True, "frozen",
+                                  False, False, None, "random", None, 0, False))
+    d = pd.DataFrame(rows)
+    assert len(d) == 72 and d["p_star"].between(0, 1).all() and (d["q_sd"] > 0).all()
+
+
 def test_calibration_eta_diagnosis_reads_eta_back():
     from pyro_sparse.distributions.ssl import inclusion_prob
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -156,7 +157,8 @@ def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, res
     gg = guide.globals_guide
     with torch.no_grad():
         mu = guide.local_guide.encode(x)[0].numpy()
-    return gg.sample_W(2000).numpy(), gg.inclusion_probs().numpy(), mu
+    flags = {"eta_fit": gg.eta_k.numpy().copy()}
+    return gg.sample_W(2000).numpy(), gg.inclusion_probs().numpy(), mu, flags
 
 
 def _fit_learned(x, K, seed, guide_name, epochs, lambda0, lambda1, restarts, fit_init="random",
@@ -180,6 +182,7 @@ def _fit_learned(x, K, seed, guide_name, epochs, lambda0, lambda1, restarts, fit
     flags = dict(n_used_factors=int(len(used)), a1_all_used=bool(used["a1"].all()),
                  loss_per_row=float(est.loss_history_[-1]) / x.shape[0],
                  warned=est.fit_info_["loss_trend"]["converged"] is False)
+    flags = dict(flags, eta_fit=np.asarray(est.eta_, dtype=float))
     return None, est.inclusion_probs_, est.transform(x.numpy()), flags
 
 
@@ -202,13 +205,14 @@ def fit_one(args):
     G, K = W.shape
     t0 = time.perf_counter()
     if decoder == "frozen":
-        draws, p, mu = _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1,
-                                   restarts, init_truth, rescale, reseed, profile)
-        flags = {}
+        draws, p, mu, flags = _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0,
+                                          lambda1, restarts, init_truth, rescale, reseed,
+                                          profile)
     else:
         draws, p, mu, flags = _fit_learned(x, fit_factors or K, seed, guide_name, epochs,
                                            lambda0, lambda1, restarts, fit_init, fit_kwargs)
     seconds = time.perf_counter() - t0
+    eta_fit = flags.pop("eta_fit")  # per fitted factor; each row gets its matched factor's
     # the factors' order and signs are not identified (z_k -> -z_k with W_:k -> -W_:k
     # leaves everything unchanged even with the network fixed): match each true factor to an
     # encoder factor (Hungarian on |corr| of encoder means and true z) and take its sign
@@ -235,12 +239,13 @@ def fit_one(args):
         for j in range(len(surplus)):
             rows.append(dict(seed=seed, guide=name, g=gi, k=K + j, W_true=0.0, gamma=False,
                              q_mean=np.nan, q_sd=np.nan, p_star=float(p_surplus[gi, j]),
-                             in50=np.nan, in90=np.nan, ordered=ordered, recovered=recovered,
-                             seconds=seconds, **flags))
+                             eta_fit=float(eta_fit[surplus[j]]), in50=np.nan, in90=np.nan,
+                             ordered=ordered, recovered=recovered, seconds=seconds, **flags))
         for k in range(K):
             row = dict(seed=seed, guide=name,
                        g=gi, k=k, W_true=float(W[gi, k]), gamma=bool(gamma[gi, k]),
-                       q_mean=np.nan, q_sd=np.nan, p_star=float(p[gi, k]), in50=np.nan,
+                       q_mean=np.nan, q_sd=np.nan, p_star=float(p[gi, k]),
+                       eta_fit=float(eta_fit[of_true[k]]), in50=np.nan,
                        in90=np.nan, ordered=ordered, recovered=recovered, seconds=seconds,
                        **flags)
             if draws is not None:
@@ -295,8 +300,10 @@ def _eta_diagnosis(d, lambda0, lambda1, n_draws=400):
     """Is a reliability miss in W's posterior or in eta? (frozen-decoder runs; else None).
 
     Scores E_q[p*] recomputed at each column's true inclusion rate (normal marginals of q,
-    ``n_draws`` draws), and reads the fitted eta off by inverting p* at the posterior mean
-    (median per data set and factor) to set beside the true rate.
+    ``n_draws`` draws; not for the spike-and-slab guide, whose q is not normal: ``gap`` is
+    then NaN), and sets the fitted eta (the run's ``eta_fit`` where recorded, else read off
+    by inverting p* at the posterior mean; median per data set and factor) beside the true
+    rate.
     """
     import torch
 
@@ -305,20 +312,30 @@ def _eta_diagnosis(d, lambda0, lambda1, n_draws=400):
     d = d[d["q_mean"].notna()]
     if not len(d):
         return None
-    rate = d.groupby(["seed", "k"])["gamma"].transform("mean").to_numpy(float)
-    m = torch.as_tensor(d["q_mean"].to_numpy(float))
-    sd = torch.as_tensor(d["q_sd"].to_numpy(float))
-    gen = torch.Generator().manual_seed(0)
-    W = m + sd * torch.randn((n_draws,) + m.shape, generator=gen, dtype=m.dtype)
-    p_rate = inclusion_prob(W, torch.as_tensor(rate), lambda0, lambda1).mean(0).numpy()
-    at_rate = _noise_check(d.assign(p_star=p_rate))
-    # p* = sigmoid(logit eta + log(lambda1 / lambda0) + (lambda0 - lambda1) |w|)
-    ps = d["p_star"].clip(1e-6, 1 - 1e-6).to_numpy()
-    llr = np.log(lambda1 / lambda0) + (lambda0 - lambda1) * np.abs(d["q_mean"].to_numpy())
-    implied = 1 / (1 + np.exp(-(np.log(ps / (1 - ps)) - llr)))
+    normal_q = not str(d["guide"].iloc[0]).startswith("spikeslab")
+    gap = p_value = float("nan")
+    if normal_q:
+        rate = d.groupby(["seed", "k"])["gamma"].transform("mean").to_numpy(float)
+        m = torch.as_tensor(d["q_mean"].to_numpy(float))
+        sd = torch.as_tensor(d["q_sd"].to_numpy(float))
+        gen = torch.Generator().manual_seed(0)
+        W = m + sd * torch.randn((n_draws,) + m.shape, generator=gen, dtype=m.dtype)
+        p_rate = inclusion_prob(W, torch.as_tensor(rate), lambda0, lambda1).mean(0).numpy()
+        at_rate = _noise_check(d.assign(p_star=p_rate))
+        gap, p_value = at_rate.gap, at_rate.p_value
+    recorded = "eta_fit" in d and d["eta_fit"].notna().all()
+    if recorded:
+        implied = d["eta_fit"].to_numpy(float)
+    elif normal_q:
+        # p* = sigmoid(logit eta + log(lambda1 / lambda0) + (lambda0 - lambda1) |w|)
+        ps = d["p_star"].clip(1e-6, 1 - 1e-6).to_numpy()
+        llr = np.log(lambda1 / lambda0) + (lambda0 - lambda1) * np.abs(d["q_mean"].to_numpy())
+        implied = 1 / (1 + np.exp(-(np.log(ps / (1 - ps)) - llr)))
+    else:
+        implied = np.full(len(d), np.nan)
     cols = d.assign(implied=implied).groupby(["seed", "k"]).agg(
         implied=("implied", "median"), rate=("gamma", "mean"))
-    return dict(gap=at_rate.gap, p_value=at_rate.p_value,
+    return dict(gap=gap, p_value=p_value, eta_recorded=bool(recorded),
                 eta_median=float(cols["implied"].median()),
                 rate_median=float(cols["rate"].median()),
                 eta_sd=float(cols["implied"].std()), rate_sd=float(cols["rate"].std()))
@@ -440,13 +457,17 @@ def render(df, name, lambda0=10.0, lambda1=1.0):
     diag = [s for s in summ if s["eta_diag"] is not None]
     if diag:
         md += ["", "Posterior of W or eta? E_q[p*] recomputed at each column's true inclusion "
-               "rate, and the fitted eta read off p* at the posterior mean (median over data "
-               "sets x factors, sd in brackets):", ""]
+               "rate (normal marginals of q; n/a for the spike-and-slab guide), and the "
+               "fitted eta (as recorded by the run, or, in run files without it, read off p* "
+               "at the posterior mean; median over data sets x factors, sd in brackets):", ""]
         for s in diag:
             e = s["eta_diag"]
-            md.append(f"- {s['guide']}: gap {e['gap']:.3f} (p-value {e['p_value']:.3f}); "
-                      f"eta {e['eta_median']:.3f} ({e['eta_sd']:.3f}) against the true rate "
-                      f"{e['rate_median']:.3f} ({e['rate_sd']:.3f})")
+            at_rate = ("n/a" if math.isnan(e["gap"]) else
+                       f"{e['gap']:.3f} (p-value {e['p_value']:.3f})")
+            how = "recorded" if e["eta_recorded"] else "read off p*"
+            md.append(f"- {s['guide']}: gap {at_rate}; "
+                      f"eta ({how}) {e['eta_median']:.3f} ({e['eta_sd']:.3f}) against the "
+                      f"true rate {e['rate_median']:.3f} ({e['rate_sd']:.3f})")
     (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -159,6 +159,7 @@ def test_calibration_spikeslab_guide_rows():
                                   False, False, None, "random", None, 0, False))
     d = pd.DataFrame(rows)
     assert len(d) == 72 and d["p_star"].between(0, 1).all() and (d["q_sd"] > 0).all()
+    assert d["eta_fit"].between(0, 1).all()
 
 
 def test_calibration_eta_diagnosis_reads_eta_back():
@@ -173,6 +174,12 @@ def test_calibration_eta_diagnosis_reads_eta_back():
     assert e["eta_median"] == pytest.approx(0.3, abs=1e-3)
     assert e["rate_median"] == pytest.approx(d.groupby(["seed", "k"])["gamma"].mean().median())
     assert calibration._eta_diagnosis(d.assign(q_mean=np.nan), 10.0, 1.0) is None
+    assert not e["eta_recorded"]
+    # a recorded eta is read as it is; the spike-and-slab guide's q is not normal, so the
+    # recomputation at the true rate is left out there
+    e = calibration._eta_diagnosis(d.assign(eta_fit=0.42, guide="spikeslab (x)"), 10.0, 1.0)
+    assert e["eta_recorded"] and e["eta_median"] == pytest.approx(0.42)
+    assert math.isnan(e["gap"])
 
 
 def test_calibration_surplus_factors_are_scored_as_true_zeros():

@@ -333,6 +333,11 @@ def _eta_diagnosis(d, lambda0, lambda1, n_draws=400):
         implied = 1 / (1 + np.exp(-(np.log(ps / (1 - ps)) - llr)))
     else:
         implied = np.full(len(d), np.nan)
+    if np.isnan(implied).all():
+        return dict(gap=gap, p_value=p_value, eta_recorded=False, eta_median=float("nan"),
+                    eta_sd=float("nan"), rate_median=float(d.groupby(["seed", "k"])["gamma"]
+                                                           .mean().median()),
+                    rate_sd=float(d.groupby(["seed", "k"])["gamma"].mean().std()))
     cols = d.assign(implied=implied).groupby(["seed", "k"]).agg(
         implied=("implied", "median"), rate=("gamma", "mean"))
     return dict(gap=gap, p_value=p_value, eta_recorded=bool(recorded),
@@ -465,9 +470,10 @@ def render(df, name, lambda0=10.0, lambda1=1.0):
             at_rate = ("n/a" if math.isnan(e["gap"]) else
                        f"{e['gap']:.3f} (p-value {e['p_value']:.3f})")
             how = "recorded" if e["eta_recorded"] else "read off p*"
-            md.append(f"- {s['guide']}: gap {at_rate}; "
-                      f"eta ({how}) {e['eta_median']:.3f} ({e['eta_sd']:.3f}) against the "
-                      f"true rate {e['rate_median']:.3f} ({e['rate_sd']:.3f})")
+            eta = (f"eta ({how}) {e['eta_median']:.3f} ({e['eta_sd']:.3f})"
+                   if math.isfinite(e["eta_median"]) else "eta not in this run file")
+            md.append(f"- {s['guide']}: gap {at_rate}; {eta} against the true rate "
+                      f"{e['rate_median']:.3f} ({e['rate_sd']:.3f})")
     (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -332,18 +332,15 @@ def _eta_diagnosis(d, lambda0, lambda1, n_draws=400):
         llr = np.log(lambda1 / lambda0) + (lambda0 - lambda1) * np.abs(d["q_mean"].to_numpy())
         implied = 1 / (1 + np.exp(-(np.log(ps / (1 - ps)) - llr)))
     else:
-        implied = np.full(len(d), np.nan)
-    if np.isnan(implied).all():
-        return dict(gap=gap, p_value=p_value, eta_recorded=False, eta_median=float("nan"),
-                    eta_sd=float("nan"), rate_median=float(d.groupby(["seed", "k"])["gamma"]
-                                                           .mean().median()),
-                    rate_sd=float(d.groupby(["seed", "k"])["gamma"].mean().std()))
-    cols = d.assign(implied=implied).groupby(["seed", "k"]).agg(
-        implied=("implied", "median"), rate=("gamma", "mean"))
+        implied = None  # no eta to report
+    import pandas as pd
+
+    rate = d.groupby(["seed", "k"])["gamma"].mean()
+    eta = (d.assign(implied=implied).groupby(["seed", "k"])["implied"].median()
+           if implied is not None else pd.Series([np.nan]))
     return dict(gap=gap, p_value=p_value, eta_recorded=bool(recorded),
-                eta_median=float(cols["implied"].median()),
-                rate_median=float(cols["rate"].median()),
-                eta_sd=float(cols["implied"].std()), rate_sd=float(cols["rate"].std()))
+                eta_median=float(eta.median()), eta_sd=float(eta.std()),
+                rate_median=float(rate.median()), rate_sd=float(rate.std()))
 
 
 def summarize(df, lambda0=10.0, lambda1=1.0):

@@ -92,22 +92,13 @@ class TiltedSpikeSlabLasso(TorchDistribution):
                     + log_ndtr(sgn * centre / s))
         return log_mass, centre, sgn, s
 
-    def _log_normaliser(self, log_mass):
-        return torch.logsumexp(log_mass, -1)
-
-    @property
-    def log_normaliser(self) -> torch.Tensor:
-        """log Z, the log of the tilt's integral against the prior (batch shape)."""
-        log_mass, _, _, _ = self._pieces()
-        return self._log_normaliser(log_mass).to(self.loc.dtype)
-
     def inclusion_prob(self) -> torch.Tensor:
         """``P_q(gamma = 1)``: the slab pieces' share of the mass (batch shape).
 
         Equals ``E_q[p*(w, eta)]`` exactly, since ``p*(w) q(w)`` is the slab part of q.
         """
         log_mass, _, _, _ = self._pieces()
-        out = torch.logsumexp(log_mass[..., 2:], -1) - self._log_normaliser(log_mass)
+        out = torch.logsumexp(log_mass[..., 2:], -1) - torch.logsumexp(log_mass, -1)
         return out.exp().to(self.loc.dtype)
 
     def _piece_moments(self):
@@ -188,7 +179,7 @@ class TiltedSpikeSlabLasso(TorchDistribution):
         mu, s = self.loc.double(), self.scale.double()
         log_tilt = -0.5 * ((v - mu) / s) ** 2 - torch.log(s) - _LOG_SQRT_2PI
         out = (ssl_log_prob(v, self.eta.double(), self.lambda0, self.lambda1) + log_tilt
-               - self._log_normaliser(log_mass))
+               - torch.logsumexp(log_mass, -1))
         return out.to(value.dtype)
 
     def _log_tail(self, v):
@@ -198,7 +189,7 @@ class TiltedSpikeSlabLasso(TorchDistribution):
         # a piece's mass beyond v, towards its own side (v on the piece's side of 0), or up
         # to v from -inf for the negative pieces
         part = log_mass + log_ndtr(sgn * (m - v1) / s) - log_ndtr(sgn * m / s)
-        log_z = self._log_normaliser(log_mass)
+        log_z = torch.logsumexp(log_mass, -1)
         log_surv = torch.logsumexp(part[..., 0::2], -1) - log_z  # positive pieces, v >= 0
         log_cdf = torch.logsumexp(part[..., 1::2], -1) - log_z  # negative pieces, v < 0
         return torch.where(v >= 0, log_surv, log_cdf)

@@ -135,12 +135,8 @@ def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, res
             model.decoder.requires_grad_(False)
             guide = make_guide(model, guide_name)
             guide.globals_guide.init_sigma(x.std(0))
-            if init_truth:
-                gg = guide.globals_guide
-                # the W parameter itself (the MAP guide's _W_point is a masked product)
-                target = gg.W_gk if guide_name == "map" else gg.W_loc_gk
-                with torch.no_grad():
-                    target.copy_(torch.as_tensor(W))
+            if init_truth:  # W's point / posterior mean at the truth
+                guide.globals_guide.set_columns(range(K), W)
             fit_svi(model, guide, x, epochs=epochs, batch_size=200, lr=1e-2,
                     seed=seed * 100 + r, warmup_epochs=0.1 * epochs)
             if reseed:

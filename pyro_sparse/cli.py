@@ -407,8 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--lr", type=_positive_float("--lr"), default=1e-2, metavar="LR")
     f.add_argument("--lambda0", type=_positive_float("--lambda0"), default=10.0, metavar="L0")
     f.add_argument("--lambda1", type=_positive_float("--lambda1"), default=1.0, metavar="L1")
-    f.add_argument("--w-guide", choices=("map", "meanfield", "lowrank", "spikeslab"),
-                   default="map")
+    f.add_argument("--w-guide", choices=("map", "meanfield", "lowrank", "spikeslab",
+                                         "spikeslab_lowrank"), default="map")
     f.add_argument("--refine-support", action="store_true",
                    help="hold out 20%% of the rows and prune loadings that do not help them "
                         "(SparseVAE refine_support; up to 4x the fitting time)")

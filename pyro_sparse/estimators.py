@@ -925,12 +925,13 @@ class SparseVAE(_Estimator):
         Spike and slab Laplace rates (lambda0 >> lambda1).
     a, b : float
         Beta(a, b) prior on each factor's inclusion rate eta; ``b=None`` means b = G.
-    w_guide : {"map", "meanfield", "lowrank", "spikeslab"}
+    w_guide : {"map", "meanfield", "lowrank", "spikeslab", "spikeslab_lowrank"}
         Point estimate of W with EM for eta (the paper), an independent Normal variational
         posterior per entry, a Normal with a low-rank covariance coupling the entries
-        (rank K), or an independent spike-and-slab posterior per entry (the SSL prior
+        (rank K), an independent spike-and-slab posterior per entry (the SSL prior
         tilted by a Gaussian, ``guides.SpikeSlabGlobalGuide``; inclusion probabilities in
-        closed form).
+        closed form), or those spike-and-slab marginals coupled by a Gaussian copula with a
+        rank-K correlation (``guides.SpikeSlabLowRankGlobalGuide``).
     warmup : float
         Fraction of the epochs over which the z-KL and prior weights rise linearly to 1.
     spike_anneal : float
@@ -1008,7 +1009,7 @@ class SparseVAE(_Estimator):
     Attributes
     ----------
     loadings_ : numpy.ndarray, shape (G, K)
-        MAP (``map``) or posterior mean (``meanfield``, ``lowrank``, ``spikeslab``) of W.
+        MAP (``map``) or posterior mean (the variational guides) of W.
     inclusion_probs_ : numpy.ndarray, shape (G, K)
         p*_gk, posterior probability that feature g loads on factor k.
     eta_ : numpy.ndarray, shape (K,)

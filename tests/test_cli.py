@@ -245,12 +245,13 @@ def test_refine_support_flag(work):
     assert ref["n_heldout"] == 40 and 0 <= ref["chosen"] < len(ref["support_size"])
 
 
-def test_spikeslab_w_guide_flag(work):
-    r = run("fit", "data.csv", "--factors", 2, "--out", "spikeslab", "--epochs", 2,
-            "--w-guide", "spikeslab", "--no-progress", cwd=work)
+@pytest.mark.parametrize("w_guide", ["spikeslab", "spikeslab_lowrank"])
+def test_spikeslab_w_guide_flags(work, w_guide):
+    r = run("fit", "data.csv", "--factors", 2, "--out", w_guide, "--epochs", 2,
+            "--w-guide", w_guide, "--no-progress", cwd=work)
     assert r.returncode == 0, r.stderr
-    assert '"w_guide": "spikeslab"' in (work / "spikeslab" / "model" / "config.json").read_text()
-    p = pd.read_csv(work / "spikeslab" / "inclusion.csv", index_col=0).to_numpy()
+    assert f'"w_guide": "{w_guide}"' in (work / w_guide / "model" / "config.json").read_text()
+    p = pd.read_csv(work / w_guide / "inclusion.csv", index_col=0).to_numpy()
     assert p.shape == (7, 2) and ((p >= 0) & (p <= 1)).all()
 
 

@@ -412,8 +412,10 @@ def test_restricted_map_guide_keeps_masked_loadings_at_zero(data):
         guide.globals_guide.restrict_support(mask[:3])
 
 
-def test_spikeslab_w_guide_fits_draws_and_round_trips(data, tmp_path):
-    m = ps.SparseVAE(n_factors=3, hidden_dim=8, w_guide="spikeslab").fit(
+@pytest.mark.parametrize("w_guide,note", [("spikeslab", "spike-and-slab"),
+                                          ("spikeslab_lowrank", "copula")])
+def test_spikeslab_w_guides_fit_draw_and_round_trip(data, tmp_path, w_guide, note):
+    m = ps.SparseVAE(n_factors=3, hidden_dim=8, w_guide=w_guide).fit(
         data.X, epochs=3, progress=False)
     assert not m.posterior_is_point_mass_
     assert m.loadings_sd_.shape == (7, 3) and (m.loadings_sd_ > 0).all()
@@ -426,7 +428,7 @@ def test_spikeslab_w_guide_fits_draws_and_round_trips(data, tmp_path):
     np.testing.assert_array_equal(m2.posterior_draws(50, seed=1)["W"], d["W"])
     np.testing.assert_allclose(m2.inclusion_probs_, p)
     dt = ps.diagnostics.to_arviz(m, num_samples=20)
-    assert "spike-and-slab" in dt.attrs["posterior_note"]
+    assert note in dt.attrs["posterior_note"]
 
 
 def test_lowrank_w_guide_fits_draws_and_round_trips(data, tmp_path):

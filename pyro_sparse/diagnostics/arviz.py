@@ -53,9 +53,12 @@ def _aligned(name, arr, perm, signs):
 
 
 def _posterior_note(est) -> str:
-    if getattr(est, "w_guide", None) in ("meanfield", "lowrank", "spikeslab"):
-        kind = {"meanfield": "mean-field Normal", "lowrank": "low-rank Normal",
-                "spikeslab": "per-entry spike-and-slab"}[est.w_guide]
+    kinds = {"meanfield": "mean-field Normal", "lowrank": "low-rank Normal",
+             "spikeslab": "per-entry spike-and-slab",
+             "spikeslab_lowrank": "spike-and-slab (marginals per entry, low-rank Gaussian "
+                                  "copula)"}
+    if getattr(est, "w_guide", None) in kinds:
+        kind = kinds[est.w_guide]
         return (f"W: draws from the {kind} q(W), each column times exp(sd_k e) for "
                 "the posterior spread along its scale symmetry with z "
                 "(pyro_sparse.infer.scale_symmetry); inclusion = p*(W_s, eta) per draw. "

@@ -1,5 +1,6 @@
 """Probability pieces with no networks: the spike-and-slab-lasso prior and the noise prior."""
 
+from .copula import LowRankGaussianCopula
 from .noise import SigmaPrior, calibrate_sigma_prior
 from .ssl import (
     PSTAR_VARIANTS,
@@ -14,6 +15,7 @@ from .ssl import (
 from .tilted_ssl import TiltedSpikeSlabLasso
 
 __all__ = [
+    "LowRankGaussianCopula",
     "PSTAR_VARIANTS",
     "SigmaPrior",
     "SpikeSlabLasso",

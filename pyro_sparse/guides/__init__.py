@@ -14,6 +14,7 @@ from .globals import (
     MAPGlobalGuide,
     MeanFieldGlobalGuide,
     SpikeSlabGlobalGuide,
+    SpikeSlabLowRankGlobalGuide,
 )
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "MeanFieldGlobalGuide",
     "ModelGuide",
     "SpikeSlabGlobalGuide",
+    "SpikeSlabLowRankGlobalGuide",
     "make_guide",
 ]
 
@@ -55,7 +57,7 @@ def make_guide(model, w_guide: str = "map", init_scale: float = 1.0) -> ModelGui
     Parameters
     ----------
     model : SparseVAEModel or VAEModel
-    w_guide : {"map", "meanfield", "lowrank", "spikeslab"}
+    w_guide : {"map", "meanfield", "lowrank", "spikeslab", "spikeslab_lowrank"}
         Guide for W (ignored by models without W, which take point estimates of sigma).
     init_scale : float
         Standard deviation of the random start of W.
@@ -73,6 +75,8 @@ def make_guide(model, w_guide: str = "map", init_scale: float = 1.0) -> ModelGui
         g = LowRankGlobalGuide(model, init_scale=init_scale)
     elif w_guide == "spikeslab" and has_W:
         g = SpikeSlabGlobalGuide(model, init_scale=init_scale)
+    elif w_guide == "spikeslab_lowrank" and has_W:
+        g = SpikeSlabLowRankGlobalGuide(model, init_scale=init_scale)
     else:
         g = MAPGlobalGuide(model, init_scale=init_scale)
     local = AmortizedNormalGuide(model.n_features, model.n_factors, model.hidden_dim,

@@ -5,7 +5,9 @@ set by its closed-form M-step from the inclusion probabilities p* after every st
 ``MeanFieldGlobalGuide`` puts an independent Normal on every W_gk (means, sds) instead;
 ``LowRankGlobalGuide`` adds a low-rank covariance that couples the entries of W;
 ``SpikeSlabGlobalGuide`` gives every W_gk a spike-and-slab posterior of its own (the SSL prior
-tilted by a Gaussian), with a closed-form inclusion probability.
+tilted by a Gaussian), with a closed-form inclusion probability;
+``SpikeSlabLowRankGlobalGuide`` keeps those marginals and couples the entries by a Gaussian
+copula with a low-rank correlation.
 Constrained quantities are stored unconstrained (``log sigma``, ``log sd``, an unconstrained
 vector for the correlation Cholesky factor) and transformed on use.
 """
@@ -20,13 +22,18 @@ from pyro.distributions import constraints
 from torch import nn
 from torch.distributions import transform_to
 
-from ..distributions import TiltedSpikeSlabLasso, eta_mstep, inclusion_prob
+from ..distributions import (
+    LowRankGaussianCopula,
+    TiltedSpikeSlabLasso,
+    eta_mstep,
+    inclusion_prob,
+)
 from ..models._register import register_params
 
 __all__ = ["MAPGlobalGuide", "MeanFieldGlobalGuide", "LowRankGlobalGuide",
-           "SpikeSlabGlobalGuide", "W_GUIDES"]
+           "SpikeSlabGlobalGuide", "SpikeSlabLowRankGlobalGuide", "W_GUIDES"]
 
-W_GUIDES = ("map", "meanfield", "lowrank", "spikeslab")
+W_GUIDES = ("map", "meanfield", "lowrank", "spikeslab", "spikeslab_lowrank")
 
 
 class _GlobalGuideBase(nn.Module):
@@ -91,6 +98,36 @@ class _GlobalGuideBase(nn.Module):
 
     def _sample_W(self):
         raise NotImplementedError
+
+    def set_columns(self, columns, W_gc) -> None:
+        """Set the reported loadings (MAP point or posterior mean) of some columns of W.
+
+        Starts and re-seeding steps (``init_factor_analysis``, ``reseed_factor``, profiled
+        loadings) write loadings through this, so that each guide lands on the values asked
+        for: the point, the Normal mean, or (spike-and-slab) the tilt centre whose posterior
+        mean they are.
+
+        Parameters
+        ----------
+        columns : sequence of int
+            Factor indices.
+        W_gc : array-like, shape (G, len(columns))
+            The loadings.
+        """
+        cols = [int(c) for c in columns]
+        target = self._W_param()
+        W = torch.as_tensor(W_gc, dtype=target.dtype, device=target.device)
+        if W.shape != (target.shape[0], len(cols)):
+            raise ValueError(f"loadings have shape {tuple(W.shape)}, expected "
+                             f"({target.shape[0]}, {len(cols)}) for columns {cols}")
+        with torch.no_grad():
+            target[:, cols] = self._param_for_mean(W, cols)
+
+    def _W_param(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _param_for_mean(self, W_gc, cols):
+        return W_gc
 
     def forward(self, x_bg=None, n_data=None, idx=None, kl_weight=1.0, prior_weight=1.0,
                 n_samples=None):
@@ -165,6 +202,9 @@ class MAPGlobalGuide(_GlobalGuideBase):
     def _W_point(self):
         return self.W_gk * self.support_mask_gk
 
+    def _W_param(self):
+        return self.W_gk
+
     def scale_columns(self, c_k) -> None:
         """Multiply column k of W by ``c_k[k]`` (for :func:`~pyro_sparse.infer.rescale_factors`)."""
         with torch.no_grad():
@@ -218,6 +258,9 @@ class MeanFieldGlobalGuide(_GlobalGuideBase):
         return self.W_logsd_gk.exp()
 
     def _W_point(self):
+        return self.W_loc_gk
+
+    def _W_param(self):
         return self.W_loc_gk
 
     def _sample_W(self):
@@ -384,6 +427,10 @@ class SpikeSlabGlobalGuide(MeanFieldGlobalGuide):
     def _W_for_eta(self):
         return self.W_loc_gk  # the M-step below reads q, not a point: only the shape is used
 
+    def _param_for_mean(self, W_gc, cols):
+        return TiltedSpikeSlabLasso.loc_for_mean(W_gc, self.W_logsd_gk.exp()[:, cols],
+                                                 self.eta_k[cols], self.lambda0, self.lambda1)
+
     def _eta(self, W_point_gk: torch.Tensor) -> torch.Tensor:
         if self.training:
             with torch.no_grad():
@@ -423,3 +470,56 @@ class SpikeSlabGlobalGuide(MeanFieldGlobalGuide):
             gen = torch.Generator(device=self.W_loc_gk.device).manual_seed(0)
             W = self.sample_W(num_samples, generator=gen)
             return inclusion_prob(W, self.eta_k, self.lambda0, self.lambda1).mean(0)
+
+
+class SpikeSlabLowRankGlobalGuide(SpikeSlabGlobalGuide):
+    """Spike-and-slab marginals per entry, coupled by a low-rank Gaussian copula.
+
+    Every W_gk keeps the marginal of :class:`SpikeSlabGlobalGuide` (the SSL prior tilted by a
+    Gaussian; closed-form inclusion probability, moments, eta M-step); the entries are joined
+    by a Gaussian copula whose correlation is that of ``U U^T + I`` with ``U`` (GK x r), the
+    structure of :class:`LowRankGlobalGuide` (``LowRankGaussianCopula``). The copula changes
+    no marginal, so p*, posterior means and sds are read as for the independent guide, while
+    the draws (and intervals of any function of several entries) carry the correlations.
+
+    Parameters
+    ----------
+    model : SparseVAEModel
+        With ``pstar="standard"``.
+    init_scale, init_sd : float
+        As for :class:`SpikeSlabGlobalGuide`.
+    rank : int
+        r (default: the number of factors K).
+
+    Notes
+    -----
+    The ``W`` site is a Delta at the copula draw whose log-density spreads the joint
+    ``log q(W)`` (marginals plus copula density) evenly over the G x K entries, as the
+    low-rank guide does. Rescaling a column (:meth:`scale_columns`) moves the marginals only:
+    a copula's correlation is unchanged by monotone maps of each entry.
+    """
+
+    def __init__(self, model, init_scale: float = 1.0, init_sd: float = 0.05, rank=None):
+        super().__init__(model, init_scale=init_scale, init_sd=init_sd)
+        G, K = model.n_features, model.n_factors
+        r = K if rank is None else int(rank)
+        self.W_factor_ir = nn.Parameter(1e-3 * torch.randn(G * K, r))
+
+    def _copula(self) -> LowRankGaussianCopula:
+        return LowRankGaussianCopula(self._q(), self.W_factor_ir)
+
+    def _sample_W(self):
+        q = self._copula()
+        W = q.rsample()
+        pyro.sample("W", dist.Delta(W, log_density=q.log_prob(W) / W.numel()))
+
+    def _draw(self, num_samples, generator=None):
+        return self._copula().rsample((num_samples,), generator=generator)
+
+    def copula_correlation(self) -> torch.Tensor:
+        """Correlation matrix of the copula's normal scores, shape (GK, GK), rows ``g * K + k``."""
+        with torch.no_grad():
+            U = self.W_factor_ir
+            S = U @ U.T + torch.eye(U.shape[0], dtype=U.dtype, device=U.device)
+            d = S.diagonal().rsqrt()
+            return S * d[:, None] * d[None, :]

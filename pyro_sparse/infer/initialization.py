@@ -10,7 +10,8 @@ finds those factors already; :func:`factor_analysis_init` starts the SVI fit fro
 - the encoder means are regressed onto the standardised factor-analysis scores (a short
   least-squares pretraining of the encoder, minibatch Adam);
 - W starts at the rotated loadings, each column scaled to a largest magnitude of 1
-  (``map``: the point estimate; ``meanfield`` / ``lowrank``: the variational means).
+  (``map``: the point estimate; the variational guides: the posterior means, through
+  ``set_columns``).
 
 The decoder network is left at its random start; SVI then learns it with everything else.
 """
@@ -226,8 +227,5 @@ def factor_analysis_init(guide, x_ng, *, n_fa_factors="bic", steps: int = 300,
     if getattr(gg, "has_W", False):
         top_k = np.abs(L_gk).max(0)
         W0 = L_gk / np.where(top_k > 0, top_k, 1.0)
-        target = gg.W_gk if hasattr(gg, "W_gk") else gg.W_loc_gk
-        with torch.no_grad():
-            target[:, :k_fa].copy_(torch.as_tensor(W0, dtype=target.dtype,
-                                                   device=target.device))
+        gg.set_columns(range(k_fa), W0)
     return dict(fa_factors=k_fa, **info, pretrain_mse=mse, fa_steps=int(steps))

@@ -161,9 +161,8 @@ def reseed_factor(guide, decoder, x_ng, k: int, w_g, s_n, *, steps: int = 300,
     gen = torch.Generator().manual_seed(int(seed))
     gg = guide.globals_guide
     w = torch.as_tensor(np.asarray(w_g), dtype=torch.float32, device=dev)
+    gg.set_columns([k], w[:, None])
     with torch.no_grad():
-        target = gg.W_gk if hasattr(gg, "W_gk") else gg.W_loc_gk
-        target[:, k] = w
         if hasattr(gg, "support_mask_gk"):
             gg.support_mask_gk[:, k] = 1.0
         A = decoder.A1_hk
@@ -366,7 +365,6 @@ def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: in
 
     def _profile(k, w_g, z, s_n):
         gg = guide.globals_guide
-        target = gg.W_gk if hasattr(gg, "W_gk") else gg.W_loc_gk
         W0 = gg._W_point().detach().clone()
         others = np.abs(np.delete(W0.cpu().numpy(), k, axis=1))
         unit = float(np.median(others[others > 0])) if (others > 0).any() else 1.0
@@ -381,8 +379,7 @@ def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: in
         kept = w_g != 0
         cand = np.asarray(PROFILE_GRID)[:, None] * unit * kept[None, :]
         c_g = profile_column(per_feature_loss, cand)
-        with torch.no_grad():
-            target[:, k] = torch.as_tensor(c_g, dtype=target.dtype, device=target.device)
+        gg.set_columns([k], np.asarray(c_g)[:, None])
         return int(np.sum(kept & (np.sign(c_g) == -np.sign(w_g))))
 
     def continue_fit(r):

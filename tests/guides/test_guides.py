@@ -8,6 +8,7 @@ from pyro_sparse.guides import (
     MAPGlobalGuide,
     MeanFieldGlobalGuide,
     SpikeSlabGlobalGuide,
+    SpikeSlabLowRankGlobalGuide,
     make_guide,
 )
 from pyro_sparse.models import SparseVAEModel
@@ -97,6 +98,43 @@ def test_spikeslab_guide_draws_inclusion_and_em_step():
                                    g._q().log_prob(site["value"]))
 
 
+def test_spikeslab_lowrank_guide_keeps_the_marginals_and_couples_the_entries():
+    with local():
+        model = SparseVAEModel(5, 2, 8)
+        g = SpikeSlabLowRankGlobalGuide(model, init_sd=0.2)
+        assert g.W_factor_ir.shape == (10, 2)
+        with torch.no_grad():
+            g.W_loc_gk.copy_(torch.tensor([[0.0, 0.1], [0.3, -0.4], [0.6, 1.0],
+                                           [-1.5, 0.05], [2.0, -0.2]]))
+            g.W_factor_ir.copy_(torch.linspace(-1.5, 1.5, 20).reshape(10, 2))
+        q = g._q()
+        draws = g.sample_W(20000, generator=torch.Generator().manual_seed(0))
+        assert draws.shape == (20000, 5, 2)
+        # the copula changes no marginal: means, sds and inclusion are q's
+        torch.testing.assert_close(draws.mean(0), q.mean, atol=0.01, rtol=0.0)
+        torch.testing.assert_close(draws.std(0), q.variance.sqrt(), atol=0.01, rtol=0.05)
+        torch.testing.assert_close(g.inclusion_probs(), q.inclusion_prob())
+        mc = inclusion_prob(draws, g.eta_k, 10.0, 1.0).mean(0)
+        torch.testing.assert_close(g.inclusion_probs(), mc, atol=0.01, rtol=0.0)
+        # ... while the draws' normal scores carry the copula's correlation
+        C = g.copula_correlation()
+        assert C.shape == (10, 10) and float(C[0, 9].abs()) > 0.3
+        z = q.normal_score(draws).reshape(20000, 10)
+        torch.testing.assert_close(torch.corrcoef(z.T), C, atol=0.03, rtol=0.0)
+        # the W site carries the exact joint log q(W) spread over the entries
+        g.train()
+        tr = pyro.poutine.trace(g).get_trace()
+        site = tr.nodes["W"]
+        torch.testing.assert_close(site["fn"].log_prob(site["value"]).sum(),
+                                   g._copula().log_prob(site["value"]))
+        # rescaling a column moves its marginals (mean exactly), not the correlation
+        m0 = g._q().mean.detach().clone()
+        g.scale_columns(torch.tensor([2.0, 0.5]))
+        torch.testing.assert_close(g._q().mean, m0 * torch.tensor([2.0, 0.5]), atol=1e-6,
+                                   rtol=1e-5)
+        torch.testing.assert_close(g.copula_correlation(), C)
+
+
 def test_spikeslab_guide_needs_the_standard_pstar():
     with pytest.raises(ValueError, match="pstar='standard'"):
         SpikeSlabGlobalGuide(SparseVAEModel(4, 2, 8, pstar="authors"))
@@ -112,3 +150,20 @@ def test_sigma_initialised_at_column_sd():
         g = MAPGlobalGuide(SparseVAEModel(3, 2, 4))
         g.init_sigma(torch.tensor([0.5, 2.0, 0.0]))
         torch.testing.assert_close(g.sigma_g1.squeeze(-1), torch.tensor([0.5, 2.0, 1e-3]))
+
+
+@pytest.mark.parametrize("w_guide", ["map", "meanfield", "lowrank", "spikeslab",
+                                     "spikeslab_lowrank"])
+def test_set_columns_sets_the_reported_loadings(w_guide):
+    with local():
+        model = SparseVAEModel(5, 3, 8)
+        g = make_guide(model, w_guide).globals_guide
+        before = g.point_estimates()["W"]
+        want = torch.tensor([[0.0, 0.02], [0.3, -0.4], [0.6, 1.0], [-1.5, 0.05], [2.0, -0.2]])
+        g.set_columns([0, 2], want)
+        W = g.point_estimates()["W"]
+        # the posterior mean (not, for spike-and-slab, the tilt centre) lands on the values
+        torch.testing.assert_close(W[:, [0, 2]], want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(W[:, 1], before[:, 1])
+        with pytest.raises(ValueError, match="expected \\(5, 2\\)"):
+            g.set_columns([0, 2], want[:3])

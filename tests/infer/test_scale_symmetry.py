@@ -66,7 +66,8 @@ def _fitted(w_guide, factor_correlation=False, epochs=3):
     return model, guide, x
 
 
-@pytest.mark.parametrize("w_guide", ["map", "meanfield", "lowrank", "spikeslab"])
+@pytest.mark.parametrize("w_guide", ["map", "meanfield", "lowrank", "spikeslab",
+                                     "spikeslab_lowrank"])
 def test_rescale_keeps_the_decoder_output_and_reaches_the_optimum(w_guide):
     model, guide, x = _fitted(w_guide)
     gg = guide.globals_guide

@@ -522,6 +522,9 @@ def main(argv=None):
     ap.add_argument("--render", nargs="*", help="only render these CSVs (concatenated)")
     ap.add_argument("--render-seeds", nargs=2, type=int, metavar=("FIRST", "LAST"),
                     help="with --render: keep the data sets with seeds FIRST..LAST only")
+    ap.add_argument("--render-tags", nargs="*", metavar="TAG",
+                    help="with --render: one tag per CSV, appended to its guide labels "
+                         "(to set runs of the same setting by different code side by side)")
     args = ap.parse_args(argv)
     if args.decoder == "frozen" and (args.fit_factors or args.fit_init != "random"
                                      or args.fit_kwargs):
@@ -530,6 +533,9 @@ def main(argv=None):
         ap.error("--fit-kwargs must be a JSON object")
     if args.render_seeds and not args.render:
         ap.error("--render-seeds needs --render")
+    if args.render_tags is not None and len(args.render_tags) != len(args.render or []):
+        ap.error(f"--render-tags needs one tag per --render CSV ({len(args.render or [])}), "
+                 f"got {len(args.render_tags)}")
     if args.first_rep < 0:
         ap.error("--first-rep must be >= 0")
     if args.reseed_rounds < 0:
@@ -540,7 +546,10 @@ def main(argv=None):
         args.fit_kwargs = dict(args.fit_kwargs or {}, reseed_rounds=args.reseed_rounds)
     RESULTS.mkdir(exist_ok=True)
     if args.render:
-        df = pd.concat([pd.read_csv(f) for f in args.render], ignore_index=True)
+        frames = [pd.read_csv(f) for f in args.render]
+        for f, tag in zip(frames, args.render_tags or [], strict=False):
+            f["guide"] = f["guide"].astype(str) + f" [{tag}]"
+        df = pd.concat(frames, ignore_index=True)
         if args.render_seeds:
             lo, hi = args.render_seeds
             df = df[(df["seed"] >= lo) & (df["seed"] <= hi)]

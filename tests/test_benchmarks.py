@@ -152,6 +152,13 @@ def test_calibration_render_keeps_the_seeds_asked_for(tmp_path, monkeypatch):
         calibration.main(["--render", str(tmp_path / "all.csv"), "--render-seeds", "7", "9"])
     with pytest.raises(SystemExit):
         calibration.main(["--render-seeds", "1", "3"])
+    # tags tell apart two runs of one setting
+    assert calibration.main(["--render", str(tmp_path / "all.csv"), str(tmp_path / "all.csv"),
+                             "--render-tags", "old", "new", "--name", "tagged"]) == 0
+    md = (tmp_path / "tagged.md").read_text()
+    assert "| g [old] | 5 |" in md and "| g [new] | 5 |" in md
+    with pytest.raises(SystemExit):
+        calibration.main(["--render", str(tmp_path / "all.csv"), "--render-tags", "a", "b"])
 
 
 def test_calibration_spikeslab_guide_rows():

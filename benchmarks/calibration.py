@@ -89,7 +89,7 @@ def simulate(seed, n=2000, n_features=24, n_factors=3, hidden=20, lambda0=10.0, 
 
 def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen",
           exact_zeros=False, unit_signal=False, epochs=200, fit_factors=None,
-          fit_init="random", fit_kwargs=None, reseed=0, profile=False):
+          fit_init="random", fit_kwargs=None, reseed=0, profile=False, lr_decay=0.0):
     """Row label of one setting, e.g. ``lowrank (2 restarts, random start)``.
 
     ``fit_kwargs`` (a dict of extra ``SparseVAE`` arguments) is listed as ``k=v`` pairs.
@@ -107,16 +107,18 @@ def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen
     notes += [f"{k}={v}" for k, v in sorted((fit_kwargs or {}).items())]
     if reseed and not learned:  # learned: reseed_rounds travels in fit_kwargs
         notes.append(f"reseed_rounds={reseed}" + (", loadings profiled" if profile else ""))
+    if lr_decay and not learned:  # learned: lr_decay travels in fit_kwargs
+        notes.append(f"lr_decay={lr_decay:g}")
     return guide_name + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, restarts,
-                init_truth, rescale, reseed=0, profile=False):
+                init_truth, rescale, reseed=0, profile=False, lr_decay=0.0):
     """Decoder network frozen at the truth; returns (W draws, p*, encoder means).
 
     ``reseed`` rounds of :func:`pyro_sparse.infer.reseed_fit` (``epochs // 2`` epochs each,
     the decoder left as it is, with ``profile_loadings=profile``) follow each fit, before the
-    scale step, as in ``SparseVAE.fit``."""
+    scale step, as in ``SparseVAE.fit``; ``lr_decay`` is passed to every training."""
     import pyro
     import torch
 
@@ -138,12 +140,12 @@ def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, res
             if init_truth:  # W's point / posterior mean at the truth
                 guide.globals_guide.set_columns(range(K), W)
             fit_svi(model, guide, x, epochs=epochs, batch_size=200, lr=1e-2,
-                    seed=seed * 100 + r, warmup_epochs=0.1 * epochs)
+                    seed=seed * 100 + r, warmup_epochs=0.1 * epochs, lr_decay=lr_decay)
             if reseed:
                 reseed_fit(model, guide, x, n_rounds=reseed, epochs=max(1, epochs // 2),
                            batch_size=200, lr=1e-2, seed=seed * 100 + r,
                            col_sd_g=x.std(0).numpy(), redraw_decoder=False,
-                           profile_loadings=profile)
+                           profile_loadings=profile, lr_decay=lr_decay)
             if rescale:  # what SparseVAE.fit does for the variational guides
                 rescale_factors(model, guide, x)
             loss = full_data_loss(model, guide, x)
@@ -192,7 +194,9 @@ def fit_one(args):
     precision and reliability.
     """
     (seed, guide_name, epochs, lambda0, lambda1, restarts, init_truth, rescale, decoder,
-     exact_zeros, unit_signal, fit_factors, fit_init, fit_kwargs, reseed, profile) = args
+     exact_zeros, unit_signal, fit_factors, fit_init, fit_kwargs, reseed, profile,
+     *rest) = args
+    lr_decay = rest[0] if rest else 0.0  # older task tuples end at ``profile``
     import torch
 
     torch.set_num_threads(1)
@@ -203,7 +207,7 @@ def fit_one(args):
     if decoder == "frozen":
         draws, p, mu, flags = _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0,
                                           lambda1, restarts, init_truth, rescale, reseed,
-                                          profile)
+                                          profile, lr_decay)
     else:
         draws, p, mu, flags = _fit_learned(x, fit_factors or K, seed, guide_name, epochs,
                                            lambda0, lambda1, restarts, fit_init, fit_kwargs)
@@ -230,7 +234,7 @@ def fit_one(args):
         draws = draws[:, :, of_true] * sign
     rows = []
     name = label(guide_name, rescale, restarts, init_truth, decoder, exact_zeros, unit_signal,
-                 epochs, fit_factors, fit_init, fit_kwargs, reseed, profile)
+                 epochs, fit_factors, fit_init, fit_kwargs, reseed, profile, lr_decay)
     for gi in range(G):
         for j in range(len(surplus)):
             rows.append(dict(seed=seed, guide=name, g=gi, k=K + j, W_true=0.0, gamma=False,
@@ -516,6 +520,10 @@ def main(argv=None):
                     help="--decoder frozen, with --reseed-rounds: each re-seeded loading set "
                          "by a per-feature search over PROFILE_GRID (reseed_fit("
                          "profile_loadings=True))")
+    ap.add_argument("--lr-decay", type=float, default=0.0,
+                    help="fraction of each training's last steps over which the learning rate "
+                         "falls linearly (fit_svi's lr_decay; SparseVAE(lr_decay=) when the "
+                         "decoder is learned)")
     ap.add_argument("--lambda0", type=float, default=10.0)
     ap.add_argument("--lambda1", type=float, default=1.0)
     ap.add_argument("--name", default="calibration")
@@ -542,6 +550,10 @@ def main(argv=None):
         ap.error("--reseed-rounds must be >= 0")
     if args.profile_loadings and (args.decoder != "frozen" or not args.reseed_rounds):
         ap.error("--profile-loadings needs --decoder frozen and --reseed-rounds")
+    if not 0.0 <= args.lr_decay <= 1.0:
+        ap.error("--lr-decay must be between 0 and 1")
+    if args.lr_decay and args.decoder == "learned":
+        args.fit_kwargs = dict(args.fit_kwargs or {}, lr_decay=args.lr_decay)
     if args.reseed_rounds and args.decoder == "learned":
         args.fit_kwargs = dict(args.fit_kwargs or {}, reseed_rounds=args.reseed_rounds)
     RESULTS.mkdir(exist_ok=True)
@@ -560,7 +572,8 @@ def main(argv=None):
     tasks = [(s, gname, args.epochs, args.lambda0, args.lambda1, args.restarts,
               args.init == "truth", not args.no_rescale, args.decoder, args.exact_zeros,
               args.unit_signal, args.fit_factors, args.fit_init, args.fit_kwargs,
-              args.reseed_rounds if args.decoder == "frozen" else 0, args.profile_loadings)
+              args.reseed_rounds if args.decoder == "frozen" else 0, args.profile_loadings,
+              args.lr_decay if args.decoder == "frozen" else 0.0)
              for gname in args.guides
              for s in range(args.first_rep, args.first_rep + args.reps)]
     with ProcessPoolExecutor(args.jobs) as ex:

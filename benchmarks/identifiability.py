@@ -32,6 +32,11 @@ VARIANTS = {
     "SparseVAE (meanfield, reseed3)": ("SparseVAE", {"w_guide": "meanfield",
                                                      "reseed_rounds": 3}),
     "SparseVAE (map, reseed3)": ("SparseVAE", {"reseed_rounds": 3}),
+    # 2026-12-06: the learning rate falls over the last 25% of the steps of every fit
+    "SparseVAE (map, lr_decay)": ("SparseVAE", {"lr_decay": 0.25}),
+    "SparseVAE (meanfield, lr_decay)": ("SparseVAE", {"w_guide": "meanfield",
+                                                      "lr_decay": 0.25}),
+    "VAE (lr_decay)": ("VAE", {"lr_decay": 0.25}),
 }
 DEFAULT_VARIANTS = ["SparseVAE (map)", "SparseVAE (meanfield)", "VAE"]
 

@@ -75,15 +75,18 @@ def _positive_float(name):
     return conv
 
 
-def _fraction(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--heldout must be a number, got {text!r}") from None
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"--heldout is a fraction of the rows in [0, 1), got "
-                                         f"{text}")
-    return v
+def _fraction(name, what, upper_closed=False):
+    def parse(text):
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not (0 <= v <= 1 if upper_closed else 0 <= v < 1):
+            raise argparse.ArgumentTypeError(
+                f"{name} is a fraction of {what} in [0, 1{']' if upper_closed else ')'}, got "
+                f"{text}")
+        return v
+    return parse
 
 
 def _names(prefix, n, given=None):
@@ -216,14 +219,15 @@ def _make_estimator(a):
 
     if a.model == "vae":
         return VAE(n_factors=a.factors, likelihood=a.likelihood, hidden_dim=a.hidden,
-                   n_restarts=a.restarts, output_scale=a.output_scale)
+                   n_restarts=a.restarts, output_scale=a.output_scale, lr_decay=a.lr_decay)
     return SparseVAE(n_factors=a.factors, likelihood=a.likelihood, hidden_dim=a.hidden,
                      lambda0=a.lambda0, lambda1=a.lambda1, w_guide=a.w_guide,
                      refine_support=a.refine_support, n_restarts=a.restarts,
                      factor_correlation=a.factor_correlation,
                      lkj_concentration=a.lkj_concentration, refine_polish=a.refine_polish,
                      init=a.init, output_scale=a.output_scale,
-                     reseed_rounds=a.reseed_rounds, reseed_epochs=a.reseed_epochs)
+                     reseed_rounds=a.reseed_rounds, reseed_epochs=a.reseed_epochs,
+                     lr_decay=a.lr_decay)
 
 
 def cmd_fit(a) -> int:
@@ -405,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=_positive_int("--batch-size"), default=100,
                    metavar="B")
     f.add_argument("--lr", type=_positive_float("--lr"), default=1e-2, metavar="LR")
+    f.add_argument("--lr-decay", type=_fraction("--lr-decay", "the steps", True), default=0.0,
+                   metavar="FRACTION",
+                   help="let the learning rate fall linearly towards 0 over this fraction of "
+                        "the last steps of every training (0.25 settles the posterior means "
+                        "and sds; default 0: constant)")
     f.add_argument("--lambda0", type=_positive_float("--lambda0"), default=10.0, metavar="L0")
     f.add_argument("--lambda1", type=_positive_float("--lambda1"), default=1.0, metavar="L1")
     f.add_argument("--w-guide", choices=("map", "meanfield", "lowrank", "spikeslab",
@@ -447,8 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(default: half of --epochs)")
     f.add_argument("--seed", type=_nonneg_int("--seed"), default=0, metavar="S")
     f.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
-    f.add_argument("--heldout", type=_fraction, default=0.0, metavar="FRACTION",
-                   help="rows kept out of fitting and scored in metrics.json")
+    f.add_argument("--heldout", type=_fraction("--heldout", "the rows"), default=0.0,
+                   metavar="FRACTION", help="rows kept out of fitting and scored in metrics.json")
     f.add_argument("--checkpoint-every", type=_nonneg_int("--checkpoint-every"), default=0,
                    metavar="EPOCHS", help="write an atomic checkpoint every EPOCHS epochs")
     f.add_argument("--resume", action="store_true",

@@ -447,7 +447,7 @@ class _Estimator:
                            lr=ctx["lr"], seed=s, warmup_epochs=self.warmup * epochs,
                            progress=ctx["progress"], on_step=self._schedule(model, guide),
                            desc=desc or type(self).__name__, resume_state=resume_state,
-                           on_epoch_end=on_epoch_end)
+                           on_epoch_end=on_epoch_end, lr_decay=self.lr_decay)
             more, rounds = self._reseed(model, guide, x_ng, ctx, s)
             hist = list(hist) + more
             post = self._after_fit(model, guide, x_ng)
@@ -934,6 +934,13 @@ class SparseVAE(_Estimator):
         rank-K correlation (``guides.SpikeSlabLowRankGlobalGuide``).
     warmup : float
         Fraction of the epochs over which the z-KL and prior weights rise linearly to 1.
+    lr_decay : float
+        Fraction (0 to 1) of the last training steps over which Adam's learning rate falls
+        linearly towards 0 (0: constant, the paper's setting); every training of the fit
+        (re-seeding rounds and refinement fine-tunes included) ends this way. With a
+        constant rate the minibatch noise keeps moving the variational parameters by about
+        ``lr`` per step, which on a few thousand rows is more than the posterior sd of a
+        loading: 0.25 settles them (``benchmarks/README.md``, "Settling the fit").
     spike_anneal : float
         Fraction of the epochs over which the spike rate rises from ``lambda1`` to
         ``lambda0`` (0: fixed at ``lambda0``), as in the SSL's dynamic posterior exploration.
@@ -1041,7 +1048,7 @@ class SparseVAE(_Estimator):
                     "w_guide", "warmup", "spike_anneal", "n_restarts", "factor_correlation",
                     "lkj_concentration", "pstar", "marginalize", "library", "refine_support",
                     "validation_fraction", "refine_polish", "init", "output_scale",
-                    "reseed_rounds", "reseed_epochs")
+                    "reseed_rounds", "reseed_epochs", "lr_decay")
 
     def __init__(self, n_factors: int = 5, likelihood: str = "normal", hidden_dim: int = 50,
                  lambda0: float = 10.0, lambda1: float = 1.0, a: float = 1.0, b=None,
@@ -1052,7 +1059,8 @@ class SparseVAE(_Estimator):
                  library: str = "composition", refine_support: bool = False,
                  validation_fraction: float = 0.2, refine_polish: float = 0.0,
                  init: str = "random", output_scale: float | None = OUTPUT_SCALE,
-                 reseed_rounds: int = 0, reseed_epochs: int | None = None):
+                 reseed_rounds: int = 0, reseed_epochs: int | None = None,
+                 lr_decay: float = 0.0):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.likelihood = check_likelihood(likelihood)
         self.library = check_library(library)
@@ -1065,6 +1073,7 @@ class SparseVAE(_Estimator):
             raise ValueError(f"unknown w_guide {w_guide!r}; choose one of {', '.join(W_GUIDES)}")
         self.w_guide = w_guide
         self.warmup = _check_fraction(warmup, "warmup")
+        self.lr_decay = _check_fraction(lr_decay, "lr_decay")
         self.spike_anneal = _check_fraction(spike_anneal, "spike_anneal")
         self.n_restarts = check_positive_int(n_restarts, "n_restarts")
         self.factor_correlation = bool(factor_correlation)
@@ -1133,7 +1142,7 @@ class SparseVAE(_Estimator):
             # fine-tune on the fit rows, then per-row log-likelihoods of the held-out rows
             with _local_params():
                 fit_svi(model, guide, x_fit, epochs=n_epochs, batch_size=batch_size, lr=ft_lr,
-                        seed=tune_seed, progress=progress, desc=desc)
+                        seed=tune_seed, progress=progress, desc=desc, lr_decay=self.lr_decay)
             self.model_, self.guide_ = model.eval(), guide.eval()
             try:
                 return self.log_likelihood(heldout_arr, num_samples=1, n_particles=32,
@@ -1177,7 +1186,7 @@ class SparseVAE(_Estimator):
         with _local_params():
             fit_svi(model, guide, as_rows(arr, self.device_), epochs=info["epochs"],
                     batch_size=batch_size, lr=info["lr"], seed=seed + 2000, progress=progress,
-                    desc="refine: all rows")
+                    desc="refine: all rows", lr_decay=self.lr_decay)
         self.model_, self.guide_ = model.eval(), guide.eval()
         self.refinement_ = dict(info)
         self._set_fitted_attributes()
@@ -1213,7 +1222,8 @@ class SparseVAE(_Estimator):
                           epochs=self.reseed_epochs or max(1, ctx["epochs"] // 2),
                           batch_size=ctx["batch_size"], lr=ctx["lr"], seed=seed,
                           likelihood=self.likelihood, col_sd_g=ctx["col_sd"],
-                          library=self.library, progress=ctx["progress"])
+                          library=self.library, progress=ctx["progress"],
+                          lr_decay=self.lr_decay)
 
     def _model_config(self, x_ng, col_sd_g=None):
         return dict(n_features=int(x_ng.shape[1]), n_factors=self.n_factors,
@@ -1275,6 +1285,8 @@ class VAE(_Estimator):
         As for :class:`SparseVAE`.
     output_scale : float or None
         As for :class:`SparseVAE`.
+    lr_decay : float
+        As for :class:`SparseVAE`.
 
     Attributes
     ----------
@@ -1284,17 +1296,19 @@ class VAE(_Estimator):
     """
 
     _param_names = ("n_factors", "beta", "likelihood", "hidden_dim", "warmup", "n_restarts",
-                    "library", "output_scale")
+                    "library", "output_scale", "lr_decay")
 
     def __init__(self, n_factors: int = 5, beta: float = 1.0, likelihood: str = "normal",
                  hidden_dim: int = 50, warmup: float = 0.1, n_restarts: int = 1,
-                 library: str = "composition", output_scale: float | None = OUTPUT_SCALE):
+                 library: str = "composition", output_scale: float | None = OUTPUT_SCALE,
+                 lr_decay: float = 0.0):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.beta = _check_float(beta, "beta", 0.0)
         self.likelihood = check_likelihood(likelihood)
         self.library = check_library(library)
         self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
         self.warmup = _check_fraction(warmup, "warmup")
+        self.lr_decay = _check_fraction(lr_decay, "lr_decay")
         self.n_restarts = check_positive_int(n_restarts, "n_restarts")
         self.output_scale = _check_output_scale(output_scale)
 

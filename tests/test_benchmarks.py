@@ -169,6 +169,15 @@ def test_calibration_spikeslab_guide_rows():
     assert d["eta_fit"].between(0, 1).all()
 
 
+def test_calibration_lr_decay_is_passed_and_labelled():
+    rows = pd.DataFrame(calibration.fit_one((0, "meanfield", 2, 10.0, 1.0, 1, False, True,
+                                             "frozen", False, False, None, "random", None, 0,
+                                             False, 0.25)))
+    assert rows["guide"].str.contains("lr_decay=0.25").all() and (rows["q_sd"] > 0).all()
+    with pytest.raises(SystemExit):
+        calibration.main(["--lr-decay", "1.5"])
+
+
 def test_calibration_eta_diagnosis_reads_eta_back():
     from pyro_sparse.distributions.ssl import inclusion_prob
 

@@ -179,6 +179,8 @@ BAD = {
                                "--factor-correlation, --lkj-concentration, --init, --reseed"),
     "heldout out of range": (["fit", "data.csv", "--factors", 2, "--out", "o", "--heldout",
                               "1.5"], "--heldout is a fraction"),
+    "lr decay out of range": (["fit", "data.csv", "--factors", 2, "--out", "o", "--lr-decay",
+                               "1.5"], r"--lr-decay is a fraction of the steps in \[0, 1\]"),
 }
 if not torch.cuda.is_available():
     BAD["cuda without CUDA"] = (["fit", "data.csv", "--factors", 2, "--out", "o", "--device",

@@ -126,6 +126,8 @@ def test_wrong_feature_count_in_transform(fitted):
     (dict(w_guide="laplace"), ValueError, "unknown w_guide"),
     (dict(lambda0=0), ValueError, "lambda0 must be > 0"),
     (dict(warmup=2.0), ValueError, "warmup"),
+    (dict(lr_decay=-0.1), ValueError, "lr_decay"),
+    (dict(lr_decay=1.5), ValueError, "lr_decay"),
 ])
 def test_bad_constructor_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
@@ -443,3 +445,16 @@ def test_lowrank_w_guide_fits_draws_and_round_trips(data, tmp_path):
     np.testing.assert_array_equal(m2.posterior_draws(50, seed=1)["W"], d["W"])
     dt = ps.diagnostics.to_arviz(m, num_samples=20)
     assert "low-rank" in dt.attrs["posterior_note"]
+
+
+@pytest.mark.parametrize("cls", [ps.SparseVAE, ps.VAE])
+def test_lr_decay_acts_on_the_last_steps_and_round_trips(data, tmp_path, cls):
+    fits = [cls(n_factors=2, hidden_dim=8, lr_decay=d).fit(data.X, epochs=4, seed=2,
+                                                          progress=False)
+            for d in (0.0, 0.5)]
+    h0, h1 = fits[0].loss_history_, fits[1].loss_history_
+    # the same seed: bit for bit the same until the decay starts halfway, different after
+    np.testing.assert_array_equal(h0[:2], h1[:2])
+    assert not np.array_equal(h0[2:], h1[2:])
+    fits[1].save(tmp_path / "m")
+    assert cls.load(tmp_path / "m").get_params()["lr_decay"] == 0.5

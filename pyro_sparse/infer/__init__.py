@@ -20,11 +20,12 @@ from .reseed import (
     residual_direction,
 )
 from .scale_symmetry import factor_moments, optimal_log_scales, rescale_factors, scale_objective
-from .svi import fit_svi, full_data_loss, make_elbo, resolve_device, warmup_weight
+from .svi import fit_svi, full_data_loss, lr_factor, make_elbo, resolve_device, warmup_weight
 
 __all__ = [
     "fit_svi",
     "full_data_loss",
+    "lr_factor",
     "make_elbo",
     "resolve_device",
     "warmup_weight",

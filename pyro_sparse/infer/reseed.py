@@ -271,7 +271,7 @@ def reseed_rounds(n_rounds: int, *, propose, continue_fit, loss, snapshot, resto
 def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: int = 100,
                lr: float = 1e-2, seed: int = 0, likelihood: str = "normal", col_sd_g=None,
                library=None, redraw_decoder: bool = True, profile_loadings: bool = False,
-               progress: bool = False, chunk: int = 1024):
+               progress: bool = False, chunk: int = 1024, lr_decay: float = 0.0):
     """Re-seeding rounds on a fitted Sparse VAE (in place), as ``SparseVAE(reseed_rounds=...)``.
 
     Each round (:func:`reseed_rounds`) re-seeds the factor with the smallest
@@ -313,6 +313,10 @@ def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: in
         Progress bars for the trainings.
     chunk : int
         Rows per batch when encoding and computing residuals.
+    lr_decay : float
+        As :func:`~pyro_sparse.infer.fit_svi`: both trainings of every round end with the
+        learning rate falling over this fraction of their steps, so the ELBOs compared are
+        those of settled fits.
 
     Returns
     -------
@@ -385,7 +389,7 @@ def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: in
     def continue_fit(r):
         return fit_svi(model, guide, x_ng, epochs=epochs, batch_size=batch_size, lr=lr,
                        seed=round_seed(r), progress=progress,
-                       desc=f"reseed round {r + 1}/{n_rounds}")
+                       desc=f"reseed round {r + 1}/{n_rounds}", lr_decay=lr_decay)
 
     def snapshot():
         return ({k: v.detach().clone() for k, v in model.state_dict().items()},

@@ -15,7 +15,8 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from .checkpoint import restore_training_state, training_state
 
-__all__ = ["fit_svi", "make_elbo", "resolve_device", "warmup_weight", "full_data_loss"]
+__all__ = ["fit_svi", "make_elbo", "resolve_device", "warmup_weight", "lr_factor",
+           "full_data_loss"]
 
 
 def resolve_device(device) -> torch.device:
@@ -58,6 +59,23 @@ def warmup_weight(step: int, warmup_steps: int) -> float:
     return min(1.0, (step + 1) / warmup_steps)
 
 
+def lr_factor(step: int, total_steps: int, decay_steps: int) -> float:
+    """Learning-rate multiplier: 1, then a linear fall over the last ``decay_steps`` steps.
+
+    Step ``total_steps - decay_steps + j`` (j = 0 .. decay_steps - 1) gets
+    ``1 - j / decay_steps``, so the last step runs at ``1 / decay_steps`` of the rate, never 0.
+    With a constant rate, Adam's minibatch noise keeps moving the variational parameters by
+    about ``lr`` per step; the decay lets them settle at the optimum (what the posterior
+    means and sds report).
+    """
+    if decay_steps <= 0:
+        return 1.0
+    j = step - (total_steps - decay_steps)
+    if j < 0:
+        return 1.0
+    return max(1.0 - j / decay_steps, 1.0 / decay_steps)
+
+
 def full_data_loss(model, guide, x_ng: torch.Tensor, batch_size: int = 1024) -> float:
     """Monte Carlo estimate of the whole data set's negative ELBO, in minibatches.
 
@@ -79,7 +97,7 @@ def full_data_loss(model, guide, x_ng: torch.Tensor, batch_size: int = 1024) -> 
 def fit_svi(model, guide, x_ng: torch.Tensor, *, epochs: int = 200, batch_size: int = 100,
             lr: float = 1e-2, seed: int = 0, warmup_epochs: float = 0.0, progress=False,
             desc: str = "fit", on_step=None, resume_state=None,
-            on_epoch_end=None) -> list[float]:
+            on_epoch_end=None, lr_decay: float = 0.0) -> list[float]:
     """Fit ``model``/``guide`` by minibatch SVI with Adam.
 
     Parameters
@@ -114,6 +132,10 @@ def fit_svi(model, guide, x_ng: torch.Tensor, *, epochs: int = 200, batch_size: 
     on_epoch_end : callable, optional
         Called as ``on_epoch_end(epochs_done, snapshot)`` after every epoch whose loss was
         finite; ``snapshot()`` returns the current ``training_state`` (for checkpoints).
+    lr_decay : float
+        Fraction (0 to 1) of the run's last steps over which the learning rate falls
+        linearly towards 0 (:func:`lr_factor`); 0 keeps it constant. A function of the step
+        count alone, so a resumed run follows the same schedule.
 
     Returns
     -------
@@ -132,6 +154,10 @@ def fit_svi(model, guide, x_ng: torch.Tensor, *, epochs: int = 200, batch_size: 
     batch_size = min(int(batch_size), N)
     steps_per_epoch = math.ceil(N / batch_size)
     warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    if not 0.0 <= float(lr_decay) <= 1.0:
+        raise ValueError(f"lr_decay must be between 0 and 1, got {lr_decay}")
+    total_steps = epochs * steps_per_epoch
+    decay_steps = int(round(float(lr_decay) * total_steps))
     params = [p for p in list(model.parameters()) + list(guide.parameters()) if p.requires_grad]
     optim = torch.optim.Adam(params, lr=lr, foreach=True)
     elbo = make_elbo(model)
@@ -162,6 +188,10 @@ def fit_svi(model, guide, x_ng: torch.Tensor, *, epochs: int = 200, batch_size: 
                     if on_step is not None:
                         on_step(step, epochs * steps_per_epoch)
                     w = warmup_weight(step, warmup_steps)
+                    if decay_steps:
+                        f = lr_factor(step, total_steps, decay_steps)
+                        for group in optim.param_groups:
+                            group["lr"] = lr * f
                     loss = elbo.differentiable_loss(model, guide, x_ng[idx], N, idx, w, w)
                     optim.zero_grad(set_to_none=True)
                     loss.backward()

@@ -395,7 +395,8 @@ class _Estimator:
         self._adopt(model, guide, cfg, arr, names, dev)
         self.loss_history_ = np.asarray(hist, dtype=float)
         # n_rows: the rows loss_history_ was computed on (without the refinement hold-out)
-        trend = loss_trend(hist, fit_arr.shape[0], arr.shape[1])
+        trend = loss_trend(hist, fit_arr.shape[0], arr.shape[1],
+                           exclude_last=self._decay_epochs(epochs))
         self.fit_info_ = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=int(seed),
                               chosen_restart_seed=s, n_rows=int(fit_arr.shape[0]), **post,
                               loss_trend={k: (v if not isinstance(v, float) or math.isfinite(v)
@@ -420,6 +421,13 @@ class _Estimator:
                     restart_support_size=[f["cand"]["size"] for f in refined],
                     chosen_restart=int(chosen))
         return self
+
+    def _decay_epochs(self, epochs: int) -> int:
+        # epochs of the learning-rate decay that ends the last training (the fit's, or the
+        # last re-seeding round's): the convergence check judges the fit before them
+        rounds = getattr(self, "reseed_rounds", 0)
+        last = (getattr(self, "reseed_epochs", None) or max(1, epochs // 2)) if rounds else epochs
+        return int(math.ceil(self.lr_decay * last))
 
     def _fit_restart(self, ctx, s, dev, x_ng, resume_state=None, on_epoch_end=None,
                      on_built=None, desc=None) -> dict:

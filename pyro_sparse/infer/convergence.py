@@ -20,7 +20,7 @@ class ConvergenceWarning(UserWarning):
 
 def loss_trend(history, n_rows: int, n_features: int, tail: float = 0.2,
                min_epochs: int = 10, t_threshold: float = 3.0,
-               gain_threshold: float = 0.2) -> dict:
+               gain_threshold: float = 0.2, exclude_last: int = 0) -> dict:
     """Slope of the end of a loss history and whether training looks finished.
 
     A least-squares line is fitted to the last ``tail`` fraction of the epochs (at least
@@ -41,6 +41,11 @@ def loss_trend(history, n_rows: int, n_features: int, tail: float = 0.2,
         Shorter histories are not judged (``converged`` is None).
     t_threshold, gain_threshold : float
         The two conditions above.
+    exclude_last : int
+        Epochs at the end left out of the check: those of a final learning-rate decay
+        (``fit_svi``'s ``lr_decay``), whose falling loss is the parameters settling, not
+        training left undone. The line is then fitted to the ``tail`` fraction of the epochs
+        before them (the fit as it stood when the decay began).
 
     Returns
     -------
@@ -51,6 +56,10 @@ def loss_trend(history, n_rows: int, n_features: int, tail: float = 0.2,
         and ``converged`` (True, False, or None when too short to say).
     """
     h = np.asarray(history, dtype=float)
+    if exclude_last < 0:
+        raise ValueError(f"exclude_last must be >= 0, got {exclude_last}")
+    if exclude_last:
+        h = h[:max(h.size - int(exclude_last), 0)]
     E = h.size
     out = dict(slope_per_row=float("nan"), t=float("nan"), projected_gain=float("nan"),
                window=0, converged=None)

@@ -62,3 +62,29 @@ def test_fit_warns_and_records_the_trend(monkeypatch, tmp_path):
     assert m2.fit_info_["loss_trend"]["converged"] is None
     m2.save(tmp_path / "m")
     assert ps.SparseVAE.load(tmp_path / "m").fit_info_["loss_trend"]["converged"] is None
+
+
+def test_a_final_lr_decay_is_not_read_as_unfinished_training():
+    E, N, G = 200, 500, 7
+    rng = np.random.default_rng(2)
+    # flat at a constant rate, then the last 50 epochs settle 2 nats per row lower
+    h = N * (10 + 0.05 * rng.standard_normal(E))
+    h[150:] -= N * np.linspace(0, 2, 50)
+    assert loss_trend(h, N, G)["converged"] is False  # the decay looks like a falling loss
+    tr = loss_trend(h, N, G, exclude_last=50)
+    assert tr["converged"] is True and tr["window"] == 30  # 20% of the 150 epochs before it
+    # a fit still falling when the decay began is still caught
+    falling = N * (20 - 0.04 * np.arange(E) + 0.01 * rng.standard_normal(E))
+    assert loss_trend(falling, N, G, exclude_last=50)["converged"] is False
+    with pytest.raises(ValueError, match="exclude_last"):
+        loss_trend(h, N, G, exclude_last=-1)
+
+
+@pytest.mark.parametrize("kwargs,epochs,expected", [
+    (dict(lr_decay=0.25), 200, 50),
+    (dict(lr_decay=0.25, reseed_rounds=2), 200, 25),  # the last round's 100 epochs
+    (dict(lr_decay=0.1, reseed_rounds=1, reseed_epochs=30), 200, 3),
+    (dict(), 200, 0),
+])
+def test_the_check_skips_the_last_trainings_decay(kwargs, epochs, expected):
+    assert ps.SparseVAE(**kwargs)._decay_epochs(epochs) == expected

@@ -92,9 +92,13 @@ VARIANTS = {
     # 2026-12-04: rounds of re-seeding the weakest factor, kept when the ELBO prefers them
     "SparseVAE-reseed3": ("SparseVAE", {"reseed_rounds": 3}),
     "SparseVAE-reseed5": ("SparseVAE", {"reseed_rounds": 5}),
-    # 2026-12-06: the learning rate falls linearly over the last 25% of the steps
+    # 2026-12-06: the learning rate falls linearly over the last 25% of the steps (the
+    # default from then on: rows named SparseVAE / VAE measured before it used a constant
+    # rate, as the -constlr variants do now)
     "SparseVAE-lrdecay": ("SparseVAE", {"lr_decay": 0.25}),
     "VAE-lrdecay": ("VAE", {"beta": 1.0, "lr_decay": 0.25}),
+    "SparseVAE-constlr": ("SparseVAE", {"lr_decay": 0.0}),
+    "VAE-constlr": ("VAE", {"beta": 1.0, "lr_decay": 0.0}),
 }
 DEFAULT_VARIANTS = ["SparseVAE", "SparseVAE-Slab", "VAE", "beta-VAE(2)", "beta-VAE(4)"]
 # the default Sparse VAE with PyTorch's fp32 matmuls run on bf16 inputs

@@ -51,7 +51,7 @@ def test_fit_warns_and_records_the_trend(monkeypatch, tmp_path):
     d = ps.datasets.paper_synthetic(n=200, seed=0)
     monkeypatch.setattr(est_mod, "fit_svi", falling)
     with pytest.warns(ps.ConvergenceWarning, match="still falling"):
-        m = ps.SparseVAE(n_factors=2, hidden_dim=8).fit(d.X, epochs=12, progress=False)
+        m = ps.SparseVAE(n_factors=2, hidden_dim=8).fit(d.X, epochs=16, progress=False)
     tr = m.fit_info_["loss_trend"]
     assert tr["converged"] is False and tr["projected_gain"] > 0.2
     monkeypatch.setattr(est_mod, "fit_svi", real)
@@ -84,7 +84,8 @@ def test_a_final_lr_decay_is_not_read_as_unfinished_training():
     (dict(lr_decay=0.25), 200, 50),
     (dict(lr_decay=0.25, reseed_rounds=2), 200, 25),  # the last round's 100 epochs
     (dict(lr_decay=0.1, reseed_rounds=1, reseed_epochs=30), 200, 3),
-    (dict(), 200, 0),
+    (dict(lr_decay=0.0), 200, 0),
+    (dict(), 200, 50),  # the default: 0.25
 ])
 def test_the_check_skips_the_last_trainings_decay(kwargs, epochs, expected):
     assert ps.SparseVAE(**kwargs)._decay_epochs(epochs) == expected

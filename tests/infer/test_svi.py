@@ -92,8 +92,8 @@ def test_lr_decay_settles_on_the_exact_posterior():
             model, guide = _GaussianMean(), _NormalGuide()
             fit_svi(model, guide, x, epochs=40, batch_size=100, lr=1e-2, seed=seed,
                     lr_decay=decay)
-            err[decay].append((abs(float(guide.loc) - post_mean) / post_var ** 0.5,
-                               abs(float(guide.log_scale.exp()) / post_var ** 0.5 - 1)))
+            err[decay].append((abs(float(guide.loc.detach()) - post_mean) / post_var ** 0.5,
+                               abs(float(guide.log_scale.detach().exp()) / post_var ** 0.5 - 1)))
     mean_err = {d: np.array([e[0] for e in v]) for d, v in err.items()}
     assert mean_err[0.25].max() < 0.5, err  # every mean within half a posterior sd
     # every sd within 35% (one-draw gradients leave it noisier: measured 9-30% off)

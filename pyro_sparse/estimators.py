@@ -427,12 +427,15 @@ class _Estimator:
                     chosen_restart=int(chosen))
         return self
 
+    def _last_training_epochs(self, epochs: int) -> int:
+        # epochs of the training that ends a fit of ``epochs`` epochs (subclasses that train
+        # further after the fit say how long)
+        return epochs
+
     def _decay_epochs(self, epochs: int) -> int:
-        # epochs of the learning-rate decay that ends the last training (the fit's, or the
-        # last re-seeding round's): the convergence check judges the fit before them
-        rounds = getattr(self, "reseed_rounds", 0)
-        last = (getattr(self, "reseed_epochs", None) or max(1, epochs // 2)) if rounds else epochs
-        return int(math.ceil(self.lr_decay * last))
+        # epochs of the learning-rate decay that ends the last training: the convergence
+        # check judges the fit before them
+        return int(math.ceil(self.lr_decay * self._last_training_epochs(epochs)))
 
     def _fit_restart(self, ctx, s, dev, x_ng, resume_state=None, on_epoch_end=None,
                      on_built=None, desc=None) -> dict:
@@ -1229,13 +1232,20 @@ class SparseVAE(_Estimator):
         return {"factor_scale_step": out["scale"].tolist(),
                 "factor_log_scale_sd": out["log_scale_sd"].tolist()}
 
+    def _reseed_epochs(self, epochs: int) -> int:
+        return self.reseed_epochs or max(1, epochs // 2)
+
+    def _last_training_epochs(self, epochs: int) -> int:
+        # the last re-seeding round's training, when there are rounds
+        return self._reseed_epochs(epochs) if self.reseed_rounds else epochs
+
     def _reseed(self, model, guide, x_ng, ctx, seed):
         if not self.reseed_rounds:
             return [], None
         # normal residuals in units of each column's sd, so that no feature's scale decides
         # which factor is needed least (counts: Pearson residuals are already comparable)
         return reseed_fit(model, guide, x_ng, n_rounds=self.reseed_rounds,
-                          epochs=self.reseed_epochs or max(1, ctx["epochs"] // 2),
+                          epochs=self._reseed_epochs(ctx["epochs"]),
                           batch_size=ctx["batch_size"], lr=ctx["lr"], seed=seed,
                           likelihood=self.likelihood, col_sd_g=ctx["col_sd"],
                           library=self.library, progress=ctx["progress"],

@@ -186,7 +186,7 @@ def fit_svi(model, guide, x_ng: torch.Tensor, *, epochs: int = 200, batch_size: 
                 for s in range(0, N, batch_size):
                     idx = perm[s:s + batch_size]
                     if on_step is not None:
-                        on_step(step, epochs * steps_per_epoch)
+                        on_step(step, total_steps)
                     w = warmup_weight(step, warmup_steps)
                     if decay_steps:
                         f = lr_factor(step, total_steps, decay_steps)

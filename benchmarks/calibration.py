@@ -89,7 +89,8 @@ def simulate(seed, n=2000, n_features=24, n_factors=3, hidden=20, lambda0=10.0, 
 
 def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen",
           exact_zeros=False, unit_signal=False, epochs=200, fit_factors=None,
-          fit_init="random", fit_kwargs=None, reseed=0, profile=False, lr_decay=0.0):
+          fit_init="random", fit_kwargs=None, reseed=0, profile=False, lr_decay=0.0,
+          refine_epochs=0):
     """Row label of one setting, e.g. ``lowrank (2 restarts, random start)``.
 
     ``fit_kwargs`` (a dict of extra ``SparseVAE`` arguments) is listed as ``k=v`` pairs.
@@ -109,21 +110,32 @@ def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen
         notes.append(f"reseed_rounds={reseed}" + (", loadings profiled" if profile else ""))
     if lr_decay and not learned:  # learned: lr_decay travels in fit_kwargs
         notes.append(f"lr_decay={lr_decay:g}")
+    if refine_epochs and not learned:  # learned: travels in fit_kwargs
+        notes.append(f"posterior refined {refine_epochs} epochs")
     return guide_name + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, restarts,
-                init_truth, rescale, reseed=0, profile=False, lr_decay=0.0):
+                init_truth, rescale, reseed=0, profile=False, lr_decay=0.0, refine_epochs=0):
     """Decoder network frozen at the truth; returns (W draws, p*, encoder means).
 
     ``reseed`` rounds of :func:`pyro_sparse.infer.reseed_fit` (``epochs // 2`` epochs each,
     the decoder left as it is, with ``profile_loadings=profile``) follow each fit, before the
-    scale step, as in ``SparseVAE.fit``; ``lr_decay`` is passed to every training."""
+    scale step, as in ``SparseVAE.fit``; ``lr_decay`` is passed to every training. With
+    ``refine_epochs`` the kept fit's W posterior is then refined against per-row q(z)
+    (:func:`pyro_sparse.infer.refine_posterior`, as ``SparseVAE(refine_posterior_epochs=)``
+    does)."""
     import pyro
     import torch
 
     from pyro_sparse.guides import make_guide
-    from pyro_sparse.infer import fit_svi, full_data_loss, rescale_factors, reseed_fit
+    from pyro_sparse.infer import (
+        fit_svi,
+        full_data_loss,
+        refine_posterior,
+        rescale_factors,
+        reseed_fit,
+    )
     from pyro_sparse.models import SparseVAEModel
 
     G, K = W.shape
@@ -152,6 +164,10 @@ def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, res
         if best is None or loss < best[0]:
             best = (loss, model, guide)
     _, model, guide = best
+    if refine_epochs:
+        with pyro.settings.context(module_local_params=True):
+            refine_posterior(model, guide, x, epochs=refine_epochs, batch_size=200, lr=1e-2,
+                             seed=seed * 100 + 99, lr_decay=lr_decay)
     gg = guide.globals_guide
     with torch.no_grad():
         mu = guide.local_guide.encode(x)[0].numpy()
@@ -196,7 +212,9 @@ def fit_one(args):
     (seed, guide_name, epochs, lambda0, lambda1, restarts, init_truth, rescale, decoder,
      exact_zeros, unit_signal, fit_factors, fit_init, fit_kwargs, reseed, profile,
      *rest) = args
-    lr_decay = rest[0] if rest else 0.0  # older task tuples end at ``profile``
+    # older task tuples end at ``profile`` or ``lr_decay``
+    lr_decay = rest[0] if rest else 0.0
+    refine_epochs = rest[1] if len(rest) > 1 else 0
     import torch
 
     torch.set_num_threads(1)
@@ -207,7 +225,7 @@ def fit_one(args):
     if decoder == "frozen":
         draws, p, mu, flags = _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0,
                                           lambda1, restarts, init_truth, rescale, reseed,
-                                          profile, lr_decay)
+                                          profile, lr_decay, refine_epochs)
     else:
         draws, p, mu, flags = _fit_learned(x, fit_factors or K, seed, guide_name, epochs,
                                            lambda0, lambda1, restarts, fit_init, fit_kwargs)
@@ -234,7 +252,8 @@ def fit_one(args):
         draws = draws[:, :, of_true] * sign
     rows = []
     name = label(guide_name, rescale, restarts, init_truth, decoder, exact_zeros, unit_signal,
-                 epochs, fit_factors, fit_init, fit_kwargs, reseed, profile, lr_decay)
+                 epochs, fit_factors, fit_init, fit_kwargs, reseed, profile, lr_decay,
+                 refine_epochs)
     for gi in range(G):
         for j in range(len(surplus)):
             rows.append(dict(seed=seed, guide=name, g=gi, k=K + j, W_true=0.0, gamma=False,
@@ -524,6 +543,10 @@ def main(argv=None):
                     help="fraction of each training's last steps over which the learning rate "
                          "falls linearly (fit_svi's lr_decay; SparseVAE(lr_decay=) when the "
                          "decoder is learned)")
+    ap.add_argument("--refine-posterior", type=int, default=0, metavar="EPOCHS",
+                    help="after the fit, refine W's posterior against per-row q(z) for this "
+                         "many epochs (pyro_sparse.infer.refine_posterior; "
+                         "SparseVAE(refine_posterior_epochs=) when the decoder is learned)")
     ap.add_argument("--lambda0", type=float, default=10.0)
     ap.add_argument("--lambda1", type=float, default=1.0)
     ap.add_argument("--name", default="calibration")
@@ -554,6 +577,11 @@ def main(argv=None):
         ap.error("--lr-decay must be between 0 and 1")
     if args.lr_decay and args.decoder == "learned":
         args.fit_kwargs = dict(args.fit_kwargs or {}, lr_decay=args.lr_decay)
+    if args.refine_posterior < 0:
+        ap.error("--refine-posterior must be >= 0")
+    if args.refine_posterior and args.decoder == "learned":
+        args.fit_kwargs = dict(args.fit_kwargs or {},
+                               refine_posterior_epochs=args.refine_posterior)
     if args.reseed_rounds and args.decoder == "learned":
         args.fit_kwargs = dict(args.fit_kwargs or {}, reseed_rounds=args.reseed_rounds)
     RESULTS.mkdir(exist_ok=True)
@@ -573,7 +601,8 @@ def main(argv=None):
               args.init == "truth", not args.no_rescale, args.decoder, args.exact_zeros,
               args.unit_signal, args.fit_factors, args.fit_init, args.fit_kwargs,
               args.reseed_rounds if args.decoder == "frozen" else 0, args.profile_loadings,
-              args.lr_decay if args.decoder == "frozen" else 0.0)
+              args.lr_decay if args.decoder == "frozen" else 0.0,
+              args.refine_posterior if args.decoder == "frozen" else 0)
              for gname in args.guides
              for s in range(args.first_rep, args.first_rep + args.reps)]
     with ProcessPoolExecutor(args.jobs) as ex:

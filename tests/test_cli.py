@@ -160,10 +160,20 @@ BAD = {
                                    "--refine-polish", 1],
                                   "--refine-polish needs --refine-support"),
     "init for the VAE": (["fit", "data.csv", "--factors", 2, "--out", "o", "--model", "vae",
-                          "--init", "factor_analysis"], "--init, --reseed-rounds and "
-                                                        "--reseed-epochs need --model sparse"),
+                          "--init", "factor_analysis"],
+                         "--init, --reseed-rounds, --reseed-epochs and "
+                         "--refine-posterior-epochs need --model sparse"),
     "reseed for the VAE": (["fit", "data.csv", "--factors", 2, "--out", "o", "--model", "vae",
-                            "--reseed-rounds", 1], "--reseed-rounds and --reseed-epochs need"),
+                            "--reseed-rounds", 1], "--reseed-rounds, --reseed-epochs and"),
+    "refine posterior for the VAE": (["fit", "data.csv", "--factors", 2, "--out", "o",
+                                      "--model", "vae", "--refine-posterior-epochs", 2],
+                                     "--refine-posterior-epochs need --model sparse"),
+    "refine posterior of a MAP": (["fit", "data.csv", "--factors", 2, "--out", "o",
+                                   "--refine-posterior-epochs", 2],
+                                  "needs --w-guide other than map"),
+    "refine posterior negative": (["fit", "data.csv", "--factors", 2, "--out", "o",
+                                   "--w-guide", "meanfield", "--refine-posterior-epochs", -1],
+                                  "--refine-posterior-epochs"),
     "reseed epochs zero": (["fit", "data.csv", "--factors", 2, "--out", "o",
                             "--reseed-epochs", 0], "--reseed-epochs"),
     "restarts with checkpoints": (["fit", "data.csv", "--factors", 2, "--out", "o",
@@ -250,8 +260,12 @@ def test_refine_support_flag(work):
 @pytest.mark.parametrize("w_guide", ["spikeslab", "spikeslab_lowrank"])
 def test_spikeslab_w_guide_flags(work, w_guide):
     r = run("fit", "data.csv", "--factors", 2, "--out", w_guide, "--epochs", 2,
-            "--w-guide", w_guide, "--no-progress", cwd=work)
+            "--w-guide", w_guide, "--no-progress", "--refine-posterior-epochs", 2, cwd=work)
     assert r.returncode == 0, r.stderr
+    refined = json.loads((work / w_guide / "metrics.json").read_text())["fit"]
+    assert refined["refine_posterior"]["epochs"] == 2
+    assert '"refine_posterior_epochs": 2' in \
+        (work / w_guide / "model" / "config.json").read_text()
     assert f'"w_guide": "{w_guide}"' in (work / w_guide / "model" / "config.json").read_text()
     p = pd.read_csv(work / w_guide / "inclusion.csv", index_col=0).to_numpy()
     assert p.shape == (7, 2) and ((p >= 0) & (p <= 1)).all()

@@ -128,6 +128,12 @@ def test_wrong_feature_count_in_transform(fitted):
     (dict(warmup=2.0), ValueError, "warmup"),
     (dict(lr_decay=-0.1), ValueError, "lr_decay"),
     (dict(lr_decay=1.5), ValueError, "lr_decay"),
+    (dict(refine_posterior_epochs=-1), ValueError, "refine_posterior_epochs must be"),
+    (dict(refine_posterior_epochs=2.5), ValueError, "refine_posterior_epochs must be"),
+    (dict(refine_posterior_epochs=True), ValueError, "refine_posterior_epochs must be"),
+    (dict(refine_posterior_epochs=5), ValueError, "needs w_guide other than 'map'"),
+    (dict(refine_posterior_epochs=5, w_guide="meanfield", factor_correlation=True), ValueError,
+     "factor_correlation=False"),
 ])
 def test_bad_constructor_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
@@ -458,3 +464,25 @@ def test_lr_decay_acts_on_the_last_steps_and_round_trips(data, tmp_path, cls):
     assert not np.array_equal(h0[2:], h1[2:])
     fits[1].save(tmp_path / "m")
     assert cls.load(tmp_path / "m").get_params()["lr_decay"] == 0.5
+
+
+def test_refine_posterior_epochs_refines_the_kept_fit_and_round_trips(data, tmp_path):
+    kw = dict(n_factors=2, hidden_dim=8, w_guide="spikeslab", n_restarts=2)
+    plain = ps.SparseVAE(**kw).fit(data.X, epochs=6, seed=4, progress=False)
+    m = ps.SparseVAE(refine_posterior_epochs=5, **kw).fit(data.X, epochs=6, seed=4,
+                                                          progress=False)
+    info = m.fit_info_["refine_posterior"]
+    assert info["epochs"] == 5 and len(info["scale"]) == 2 and len(info["encoder_scale"]) == 2
+    # the same fit (and restart) before the refinement: only the loadings moved
+    assert m.fit_info_["chosen_restart_seed"] == plain.fit_info_["chosen_restart_seed"]
+    np.testing.assert_array_equal(m.loss_history_, plain.loss_history_)
+    assert not np.allclose(m.loadings_, plain.loadings_)
+    assert info["loss_before"] == pytest.approx(
+        ps.infer.full_data_loss(plain.model_, plain.guide_,
+                                torch.as_tensor(data.X, dtype=torch.float32)), rel=0.05)
+    np.testing.assert_allclose(m.fit_info_["factor_log_scale_sd"],
+                               m.guide_.globals_guide.log_scale_sd_k.numpy(), rtol=1e-6)
+    m.save(tmp_path / "r")
+    back = ps.SparseVAE.load(tmp_path / "r")
+    assert back.get_params()["refine_posterior_epochs"] == 5
+    np.testing.assert_array_equal(back.loadings_, m.loadings_)

@@ -16,6 +16,7 @@ from .globals import (
     SpikeSlabGlobalGuide,
     SpikeSlabLowRankGlobalGuide,
 )
+from .local import PerRowNormalGuide
 
 __all__ = [
     "W_GUIDES",
@@ -24,6 +25,7 @@ __all__ = [
     "MAPGlobalGuide",
     "MeanFieldGlobalGuide",
     "ModelGuide",
+    "PerRowNormalGuide",
     "SpikeSlabGlobalGuide",
     "SpikeSlabLowRankGlobalGuide",
     "make_guide",

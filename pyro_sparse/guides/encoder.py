@@ -44,6 +44,34 @@ class AmortizedNormalGuide(torch.nn.Module):
         """Return ``(loc_bk, scale_bk)`` of q(z | x) for raw data rows ``x_bg`` (NaN allowed)."""
         return self.encoder(encoder_input(x_bg, self.likelihood, self.fill_g))
 
+    def second_moments(self, x_ng, batch_size: int = 1024) -> tuple[torch.Tensor, int]:
+        """``S_k = sum_n E_q[z_nk^2]`` over the rows of ``x_ng`` (float64), and their number.
+
+        Parameters
+        ----------
+        x_ng : torch.Tensor or SparseRows, shape (N, G)
+            Data rows (NaN allowed).
+        batch_size : int
+            Rows per encoder pass.
+        """
+        N = x_ng.shape[0]
+        S = None
+        with torch.no_grad():
+            for s in range(0, N, batch_size):
+                loc, scale = self.encode(x_ng[s:s + batch_size])
+                part = (loc.double() ** 2 + scale.double() ** 2).sum(0)
+                S = part if S is None else S + part
+        return S, N
+
+    def scale_factors(self, c_k) -> None:
+        """Multiply the encoder's mean and sd of ``z_k`` by ``c_k[k]`` (at every input)."""
+        enc = self.encoder
+        with torch.no_grad():
+            c = torch.as_tensor(c_k).to(enc.loc_head.weight)
+            enc.loc_head.weight.mul_(c[:, None])
+            enc.loc_head.bias.mul_(c)
+            enc.logvar_head.bias.add_(2 * c.log())
+
     def forward(self, x_bg, n_data=None, idx=None, kl_weight=1.0, prior_weight=1.0,
                 n_samples=None):
         """Sample ``z`` for the rows ``x_bg`` (arguments as the model's)."""

@@ -1,8 +1,8 @@
 """Inference: the minibatch SVI loop, warm-up schedules, checkpoints, data rows, devices,
 support refinement on held-out rows, a factor-analysis start, a data-dependent start of the
 decoder's output layer, the scale symmetry between factors and loadings, a convergence
-check on the loss history, re-seeding of collapsed factors, and independent fits in worker
-processes."""
+check on the loss history, a semi-amortised refinement of W's posterior, re-seeding of
+collapsed factors, and independent fits in worker processes."""
 
 from .checkpoint import read_checkpoint, write_checkpoint
 from .convergence import ConvergenceWarning, loss_trend
@@ -20,6 +20,7 @@ from .reseed import (
     residual_direction,
 )
 from .scale_symmetry import factor_moments, optimal_log_scales, rescale_factors, scale_objective
+from .semi_amortized import refine_posterior
 from .svi import fit_svi, full_data_loss, lr_factor, make_elbo, resolve_device, warmup_weight
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "one_se_choice",
     "REFINE_THRESHOLDS",
     "rescale_factors",
+    "refine_posterior",
     "optimal_log_scales",
     "scale_objective",
     "factor_moments",

@@ -113,11 +113,12 @@ def optimal_log_scales(S_k, n_rows: int, W_sgk, eta_k, lambda0: float, lambda1: 
 
 
 def factor_moments(local_guide, x_ng, batch_size: int = 1024) -> tuple[torch.Tensor, int]:
-    """``S_k = sum_n E_q[z_nk^2]`` under the encoder, over all rows of ``x_ng``.
+    """``S_k = sum_n E_q[z_nk^2]`` under the z guide, over all rows of ``x_ng``.
 
     Parameters
     ----------
-    local_guide : AmortizedNormalGuide
+    local_guide : AmortizedNormalGuide or PerRowNormalGuide
+        Any z guide with ``second_moments(x_ng, batch_size)``.
     x_ng : torch.Tensor or SparseRows, shape (N, G)
     batch_size : int
 
@@ -126,21 +127,14 @@ def factor_moments(local_guide, x_ng, batch_size: int = 1024) -> tuple[torch.Ten
     S_k : torch.Tensor, shape (K,)
     n_rows : int
     """
-    N = x_ng.shape[0]
-    S = None
-    with torch.no_grad():
-        for s in range(0, N, batch_size):
-            loc, scale = local_guide.encode(x_ng[s:s + batch_size])
-            part = (loc.double() ** 2 + scale.double() ** 2).sum(0)
-            S = part if S is None else S + part
-    return S, N
+    return local_guide.second_moments(x_ng, batch_size)
 
 
 def rescale_factors(model, guide, x_ng, batch_size: int = 1024, num_w_draws: int = 64,
                     seed: int = 0) -> dict:
     """Move a fitted Sparse VAE along each factor's scale symmetry to the ELBO's maximum.
 
-    Rescales the encoder's mean and sd of every ``z_k`` by ``c_k`` and the guide's column
+    Rescales the z guide's mean and sd of every ``z_k`` by ``c_k`` and the guide's column
     ``W_:k`` by ``1 / c_k``; the decoder output at any row is unchanged. For the variational
     W guides, also records ``sd_k`` (the posterior sd of ``log c_k``) in the guide, whose
     draws of W then carry that spread (see :meth:`MeanFieldGlobalGuide.sample_W`).
@@ -150,7 +144,8 @@ def rescale_factors(model, guide, x_ng, batch_size: int = 1024, num_w_draws: int
     model : SparseVAEModel
         Without ``factor_correlation`` (the symmetry's optimum then couples the factors).
     guide : ModelGuide
-        The fitted guide (amortised encoder + a W guide).
+        The fitted guide: a z guide (the amortised encoder, or a
+        :class:`~pyro_sparse.guides.PerRowNormalGuide`) and a W guide.
     x_ng : torch.Tensor or SparseRows, shape (N, G)
         The training rows.
     batch_size : int
@@ -185,14 +180,10 @@ def rescale_factors(model, guide, x_ng, batch_size: int = 1024, num_w_draws: int
             W_sgk = gg._W_point().detach()[None]
     t_k, sd_k = optimal_log_scales(S_k, N, W_sgk, gg.eta_k, model.lambda0, model.lambda1,
                                    w_entropy=variational)
-    enc = guide.local_guide.encoder
+    c = torch.exp(t_k)
+    guide.local_guide.scale_factors(c)
+    gg.scale_columns(1.0 / c)
     with torch.no_grad():
-        t = t_k.to(enc.loc_head.weight)
-        c = torch.exp(t)
-        enc.loc_head.weight.mul_(c[:, None])
-        enc.loc_head.bias.mul_(c)
-        enc.logvar_head.bias.add_(2 * t)
-        gg.scale_columns(1.0 / c)
         if variational:
             gg.log_scale_sd_k.copy_(sd_k.to(gg.log_scale_sd_k))
-    return {"scale": torch.exp(t_k).numpy(), "log_scale_sd": sd_k.numpy()}
+    return {"scale": c.numpy(), "log_scale_sd": sd_k.numpy()}

@@ -124,7 +124,8 @@ def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, res
     scale step, as in ``SparseVAE.fit``; ``lr_decay`` is passed to every training. With
     ``refine_epochs`` the kept fit's W posterior is then refined against per-row q(z)
     (:func:`pyro_sparse.infer.refine_posterior`, as ``SparseVAE(refine_posterior_epochs=)``
-    does)."""
+    does), and the fit as it was before is returned as well, in ``flags["before"]`` (the
+    same tuple, its ``seconds`` those of the fit alone): the two are scored side by side."""
     import pyro
     import torch
 
@@ -139,6 +140,7 @@ def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, res
     from pyro_sparse.models import SparseVAEModel
 
     G, K = W.shape
+    t0 = time.perf_counter()
     best = None
     for r in range(restarts):  # the landscape has factor-swapping local optima: keep the best
         with pyro.settings.context(module_local_params=True):
@@ -164,15 +166,22 @@ def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, res
         if best is None or loss < best[0]:
             best = (loss, model, guide)
     _, model, guide = best
-    if refine_epochs:
-        with pyro.settings.context(module_local_params=True):
-            refine_posterior(model, guide, x, epochs=refine_epochs, batch_size=200, lr=1e-2,
-                             seed=seed * 100 + 99, lr_decay=lr_decay)
-    gg = guide.globals_guide
-    with torch.no_grad():
-        mu = guide.local_guide.encode(x)[0].numpy()
-    flags = {"eta_fit": gg.eta_k.numpy().copy()}
-    return gg.sample_W(2000).numpy(), gg.inclusion_probs().numpy(), mu, flags
+
+    def read():
+        gg = guide.globals_guide
+        with torch.no_grad():
+            mu = guide.local_guide.encode(x)[0].numpy()
+        flags = {"eta_fit": gg.eta_k.numpy().copy()}
+        return gg.sample_W(2000).numpy(), gg.inclusion_probs().numpy(), mu, flags
+
+    if not refine_epochs:
+        return read()
+    before = read() + (time.perf_counter() - t0,)
+    with pyro.settings.context(module_local_params=True):
+        refine_posterior(model, guide, x, epochs=refine_epochs, batch_size=200, lr=1e-2,
+                         seed=seed * 100 + 99, lr_decay=lr_decay)
+    draws, p, mu, flags = read()
+    return draws, p, mu, dict(flags, before=before)
 
 
 def _fit_learned(x, K, seed, guide_name, epochs, lambda0, lambda1, restarts, fit_init="random",
@@ -230,6 +239,23 @@ def fit_one(args):
         draws, p, mu, flags = _fit_learned(x, fit_factors or K, seed, guide_name, epochs,
                                            lambda0, lambda1, restarts, fit_init, fit_kwargs)
     seconds = time.perf_counter() - t0
+    name = label(guide_name, rescale, restarts, init_truth, decoder, exact_zeros, unit_signal,
+                 epochs, fit_factors, fit_init, fit_kwargs, reseed, profile, lr_decay,
+                 refine_epochs)
+    before = flags.pop("before", None)
+    rows = _score(seed, name, draws, p, mu, flags, z, gamma, W, seconds)
+    if before is not None:  # the same fit before refine_posterior, side by side
+        name0 = label(guide_name, rescale, restarts, init_truth, decoder, exact_zeros,
+                      unit_signal, epochs, fit_factors, fit_init, fit_kwargs, reseed, profile,
+                      lr_decay)
+        rows = _score(seed, name0, *before[:4], z, gamma, W, before[4]) + rows
+    return rows
+
+
+def _score(seed, name, draws, p, mu, flags, z, gamma, W, seconds):
+    # per-entry rows of one fit: match its factors to the true ones, then score each entry
+    G, K = W.shape
+    flags = dict(flags)
     eta_fit = flags.pop("eta_fit")  # per fitted factor; each row gets its matched factor's
     # the factors' order and signs are not identified (z_k -> -z_k with W_:k -> -W_:k
     # leaves everything unchanged even with the network fixed): match each true factor to an
@@ -251,9 +277,6 @@ def fit_one(args):
     if draws is not None:
         draws = draws[:, :, of_true] * sign
     rows = []
-    name = label(guide_name, rescale, restarts, init_truth, decoder, exact_zeros, unit_signal,
-                 epochs, fit_factors, fit_init, fit_kwargs, reseed, profile, lr_decay,
-                 refine_epochs)
     for gi in range(G):
         for j in range(len(surplus)):
             rows.append(dict(seed=seed, guide=name, g=gi, k=K + j, W_true=0.0, gamma=False,

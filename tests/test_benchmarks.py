@@ -178,6 +178,33 @@ def test_calibration_lr_decay_is_passed_and_labelled():
         calibration.main(["--lr-decay", "1.5"])
 
 
+def test_calibration_refine_posterior_is_run_and_labelled(monkeypatch):
+    import pyro_sparse.infer as infer
+
+    calls = []
+    real = infer.refine_posterior
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(infer, "refine_posterior", spy)
+    rows = pd.DataFrame(calibration.fit_one((0, "meanfield", 2, 10.0, 1.0, 1, False, True,
+                                             "frozen", False, False, None, "random", None, 0,
+                                             False, 0.25, 3)))
+    # the fit before the refinement is scored beside it: 72 entries each
+    after = rows[rows["guide"].str.endswith("lr_decay=0.25, posterior refined 3 epochs)")]
+    before = rows[rows["guide"].str.endswith("lr_decay=0.25)")]
+    assert len(after) == len(before) == 72 and len(rows) == 144
+    assert len(calls) == 1 and calls[0]["epochs"] == 3 and calls[0]["lr_decay"] == 0.25
+    assert (rows["q_sd"] > 0).all()
+    assert (after["seconds"].to_numpy() > before["seconds"].to_numpy()).all()
+    np.testing.assert_array_equal(after["W_true"], before["W_true"])
+    assert not np.allclose(after["q_mean"], before["q_mean"])
+    with pytest.raises(SystemExit):
+        calibration.main(["--refine-posterior", "-1"])
+
+
 def test_calibration_eta_diagnosis_reads_eta_back():
     from pyro_sparse.distributions.ssl import inclusion_prob
 

@@ -44,8 +44,8 @@ class AmortizedNormalGuide(torch.nn.Module):
         """Return ``(loc_bk, scale_bk)`` of q(z | x) for raw data rows ``x_bg`` (NaN allowed)."""
         return self.encoder(encoder_input(x_bg, self.likelihood, self.fill_g))
 
-    def second_moments(self, x_ng, batch_size: int = 1024) -> tuple[torch.Tensor, int]:
-        """``S_k = sum_n E_q[z_nk^2]`` over the rows of ``x_ng`` (float64), and their number.
+    def encode_rows(self, x_ng, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loc_nk, scale_nk)`` of q(z | x) for every row of ``x_ng``, in batches, no gradient.
 
         Parameters
         ----------
@@ -54,14 +54,16 @@ class AmortizedNormalGuide(torch.nn.Module):
         batch_size : int
             Rows per encoder pass.
         """
-        N = x_ng.shape[0]
-        S = None
         with torch.no_grad():
-            for s in range(0, N, batch_size):
-                loc, scale = self.encode(x_ng[s:s + batch_size])
-                part = (loc.double() ** 2 + scale.double() ** 2).sum(0)
-                S = part if S is None else S + part
-        return S, N
+            parts = [self.encode(x_ng[s:s + batch_size])
+                     for s in range(0, x_ng.shape[0], batch_size)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def second_moments(self, x_ng, batch_size: int = 1024) -> tuple[torch.Tensor, int]:
+        """``S_k = sum_n E_q[z_nk^2]`` over the rows of ``x_ng`` (float64), and their number
+        (arguments as :meth:`encode_rows`)."""
+        loc, scale = self.encode_rows(x_ng, batch_size)
+        return (loc.double() ** 2 + scale.double() ** 2).sum(0), x_ng.shape[0]
 
     def scale_factors(self, c_k) -> None:
         """Multiply the encoder's mean and sd of ``z_k`` by ``c_k[k]`` (at every input)."""

@@ -11,8 +11,6 @@ optimum along its scale symmetry and rescales the encoder to the refined q(z)'s 
 
 from __future__ import annotations
 
-import torch
-
 from ..guides import ModelGuide, PerRowNormalGuide
 from .scale_symmetry import rescale_factors
 from .svi import fit_svi, full_data_loss
@@ -66,14 +64,10 @@ def refine_posterior(model, guide, x_ng, *, epochs: int = 200, batch_size: int =
         raise ValueError("refine_posterior refines a variational posterior over W; the map "
                          "guide has none (use w_guide='meanfield', 'lowrank', 'spikeslab' or "
                          "'spikeslab_lowrank')")
-    N = x_ng.shape[0]
     loss_before = full_data_loss(model, guide, x_ng)
-    with torch.no_grad():
-        parts = [encoder.encode(x_ng[s:s + encode_batch_size])
-                 for s in range(0, N, encode_batch_size)]
-    rows = PerRowNormalGuide(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
-    row_guide = ModelGuide(gg, rows)
-    held = [p for p in list(model.parameters()) + list(encoder.parameters()) if p.requires_grad]
+    rows = PerRowNormalGuide(*encoder.encode_rows(x_ng, encode_batch_size))
+    row_guide = ModelGuide(gg, rows)  # the encoder is not in it: fit_svi leaves it alone
+    held = [p for p in model.parameters() if p.requires_grad]
     for p in held:
         p.requires_grad_(False)
     try:

@@ -90,7 +90,7 @@ def simulate(seed, n=2000, n_features=24, n_factors=3, hidden=20, lambda0=10.0, 
 def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen",
           exact_zeros=False, unit_signal=False, epochs=200, fit_factors=None,
           fit_init="random", fit_kwargs=None, reseed=0, profile=False, lr_decay=0.0,
-          refine_epochs=0):
+          refine_epochs=0, feature_modes=0):
     """Row label of one setting, e.g. ``lowrank (2 restarts, random start)``.
 
     ``fit_kwargs`` (a dict of extra ``SparseVAE`` arguments) is listed as ``k=v`` pairs.
@@ -110,13 +110,16 @@ def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen
         notes.append(f"reseed_rounds={reseed}" + (", loadings profiled" if profile else ""))
     if lr_decay and not learned:  # learned: lr_decay travels in fit_kwargs
         notes.append(f"lr_decay={lr_decay:g}")
+    if feature_modes and not learned:  # learned: travels in fit_kwargs
+        notes.append(f"feature modes searched ({feature_modes} starts)")
     if refine_epochs and not learned:  # learned: travels in fit_kwargs
         notes.append(f"posterior refined {refine_epochs} epochs")
     return guide_name + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, restarts,
-                init_truth, rescale, reseed=0, profile=False, lr_decay=0.0, refine_epochs=0):
+                init_truth, rescale, reseed=0, profile=False, lr_decay=0.0, refine_epochs=0,
+                feature_modes=0):
     """Decoder network frozen at the truth; returns (W draws, p*, encoder means).
 
     ``reseed`` rounds of :func:`pyro_sparse.infer.reseed_fit` (``epochs // 2`` epochs each,
@@ -125,7 +128,11 @@ def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, res
     ``refine_epochs`` the kept fit's W posterior is then refined against per-row q(z)
     (:func:`pyro_sparse.infer.refine_posterior`, as ``SparseVAE(refine_posterior_epochs=)``
     does), and the fit as it was before is returned as well, in ``flags["before"]`` (the
-    same tuple, its ``seconds`` those of the fit alone): the two are scored side by side."""
+    same tuple, its ``seconds`` those of the fit alone): the two are scored side by side.
+    With ``feature_modes`` (random starts per feature) each restart, after its re-seeding
+    rounds, has its features' loadings searched for better modes given the factors
+    (:func:`pyro_sparse.infer.search_feature_modes`) and trains ``epochs // 4`` more epochs,
+    as ``SparseVAE(feature_mode_starts=)`` does."""
     import pyro
     import torch
 
@@ -136,12 +143,14 @@ def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, res
         refine_posterior,
         rescale_factors,
         reseed_fit,
+        search_feature_modes,
     )
     from pyro_sparse.models import SparseVAEModel
 
     G, K = W.shape
     t0 = time.perf_counter()
     best = None
+    n_moved = []
     for r in range(restarts):  # the landscape has factor-swapping local optima: keep the best
         with pyro.settings.context(module_local_params=True):
             pyro.set_rng_seed(seed * 100 + r)
@@ -160,18 +169,26 @@ def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, res
                            batch_size=200, lr=1e-2, seed=seed * 100 + r,
                            col_sd_g=x.std(0).numpy(), redraw_decoder=False,
                            profile_loadings=profile, lr_decay=lr_decay)
+            if feature_modes:
+                found = search_feature_modes(model, guide, x, n_starts=feature_modes,
+                                             seed=seed * 100 + r)
+                fit_svi(model, guide, x, epochs=max(1, epochs // 4), batch_size=200, lr=1e-2,
+                        seed=seed * 100 + r + 50, lr_decay=lr_decay)
+                n_moved.append(len(found["moved"]))
             if rescale:  # what SparseVAE.fit does for the variational guides
                 rescale_factors(model, guide, x)
             loss = full_data_loss(model, guide, x)
         if best is None or loss < best[0]:
-            best = (loss, model, guide)
-    _, model, guide = best
+            best = (loss, model, guide, n_moved[-1] if n_moved else 0)
+    _, model, guide, moved = best
 
     def read():
         gg = guide.globals_guide
         with torch.no_grad():
             mu = guide.local_guide.encode(x)[0].numpy()
         flags = {"eta_fit": gg.eta_k.numpy().copy()}
+        if feature_modes:
+            flags["features_moved"] = moved
         return gg.sample_W(2000).numpy(), gg.inclusion_probs().numpy(), mu, flags
 
     if not refine_epochs:
@@ -224,6 +241,7 @@ def fit_one(args):
     # older task tuples end at ``profile`` or ``lr_decay``
     lr_decay = rest[0] if rest else 0.0
     refine_epochs = rest[1] if len(rest) > 1 else 0
+    feature_modes = rest[2] if len(rest) > 2 else 0
     import torch
 
     torch.set_num_threads(1)
@@ -234,20 +252,20 @@ def fit_one(args):
     if decoder == "frozen":
         draws, p, mu, flags = _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0,
                                           lambda1, restarts, init_truth, rescale, reseed,
-                                          profile, lr_decay, refine_epochs)
+                                          profile, lr_decay, refine_epochs, feature_modes)
     else:
         draws, p, mu, flags = _fit_learned(x, fit_factors or K, seed, guide_name, epochs,
                                            lambda0, lambda1, restarts, fit_init, fit_kwargs)
     seconds = time.perf_counter() - t0
     name = label(guide_name, rescale, restarts, init_truth, decoder, exact_zeros, unit_signal,
                  epochs, fit_factors, fit_init, fit_kwargs, reseed, profile, lr_decay,
-                 refine_epochs)
+                 refine_epochs, feature_modes)
     before = flags.pop("before", None)
     rows = _score(seed, name, draws, p, mu, flags, z, gamma, W, seconds)
     if before is not None:  # the same fit before refine_posterior, side by side
         name0 = label(guide_name, rescale, restarts, init_truth, decoder, exact_zeros,
                       unit_signal, epochs, fit_factors, fit_init, fit_kwargs, reseed, profile,
-                      lr_decay)
+                      lr_decay, 0, feature_modes)
         rows = _score(seed, name0, *before[:4], z, gamma, W, before[4]) + rows
     return rows
 
@@ -570,6 +588,10 @@ def main(argv=None):
                     help="after the fit, refine W's posterior against per-row q(z) for this "
                          "many epochs (pyro_sparse.infer.refine_posterior; "
                          "SparseVAE(refine_posterior_epochs=) when the decoder is learned)")
+    ap.add_argument("--feature-modes", type=int, default=0, metavar="STARTS",
+                    help="--decoder frozen: after each restart's re-seeding, search every "
+                         "feature's loadings for a better mode from this many random starts, "
+                         "then train epochs // 4 more (pyro_sparse.infer.search_feature_modes)")
     ap.add_argument("--lambda0", type=float, default=10.0)
     ap.add_argument("--lambda1", type=float, default=1.0)
     ap.add_argument("--name", default="calibration")
@@ -602,6 +624,10 @@ def main(argv=None):
         args.fit_kwargs = dict(args.fit_kwargs or {}, lr_decay=args.lr_decay)
     if args.refine_posterior < 0:
         ap.error("--refine-posterior must be >= 0")
+    if args.feature_modes < 0:
+        ap.error("--feature-modes must be >= 0")
+    if args.feature_modes and args.decoder != "frozen":
+        ap.error("--feature-modes needs --decoder frozen")
     if args.refine_posterior and args.decoder == "learned":
         args.fit_kwargs = dict(args.fit_kwargs or {},
                                refine_posterior_epochs=args.refine_posterior)
@@ -625,7 +651,7 @@ def main(argv=None):
               args.unit_signal, args.fit_factors, args.fit_init, args.fit_kwargs,
               args.reseed_rounds if args.decoder == "frozen" else 0, args.profile_loadings,
               args.lr_decay if args.decoder == "frozen" else 0.0,
-              args.refine_posterior if args.decoder == "frozen" else 0)
+              args.refine_posterior if args.decoder == "frozen" else 0, args.feature_modes)
              for gname in args.guides
              for s in range(args.first_rep, args.first_rep + args.reps)]
     with ProcessPoolExecutor(args.jobs) as ex:

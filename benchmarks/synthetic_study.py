@@ -98,6 +98,10 @@ VARIANTS = {
     "SparseVAE-lrdecay": ("SparseVAE", {"lr_decay": 0.25}),
     "VAE-lrdecay": ("VAE", {"beta": 1.0, "lr_decay": 0.25}),
     "SparseVAE-constlr": ("SparseVAE", {"lr_decay": 0.0}),
+    # 2026-12-07: each feature's loadings searched for a better mode given the factors
+    "SparseVAE-modes16": ("SparseVAE", {"feature_mode_starts": 16}),
+    "SparseVAE-refine-modes16": ("SparseVAE", {"refine_support": True,
+                                               "feature_mode_starts": 16}),
     "VAE-constlr": ("VAE", {"beta": 1.0, "lr_decay": 0.0}),
 }
 DEFAULT_VARIANTS = ["SparseVAE", "SparseVAE-Slab", "VAE", "beta-VAE(2)", "beta-VAE(4)"]

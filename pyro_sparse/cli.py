@@ -227,11 +227,12 @@ def _make_estimator(a):
                      lkj_concentration=a.lkj_concentration, refine_polish=a.refine_polish,
                      init=a.init, output_scale=a.output_scale,
                      reseed_rounds=a.reseed_rounds, reseed_epochs=a.reseed_epochs,
-                     lr_decay=a.lr_decay, refine_posterior_epochs=a.refine_posterior_epochs)
+                     lr_decay=a.lr_decay, refine_posterior_epochs=a.refine_posterior_epochs,
+                     feature_mode_starts=a.feature_mode_starts)
 
 
 def cmd_fit(a) -> int:
-    from .infer import resolve_device
+    from .infer import factorises_over_features, resolve_device
     from .io import read_data
     from .likelihoods import check_data
 
@@ -254,9 +255,15 @@ def cmd_fit(a) -> int:
         raise UsageError("--jobs > 1 fits restarts in CPU processes; use --device cpu")
     if a.model == "vae" and (a.factor_correlation or a.lkj_concentration != 1.0
                              or a.init != "random" or a.reseed_rounds
-                             or a.reseed_epochs is not None or a.refine_posterior_epochs):
+                             or a.reseed_epochs is not None or a.refine_posterior_epochs
+                             or a.feature_mode_starts):
         raise UsageError("--factor-correlation, --lkj-concentration, --init, --reseed-rounds, "
-                         "--reseed-epochs and --refine-posterior-epochs need --model sparse")
+                         "--reseed-epochs, --refine-posterior-epochs and --feature-mode-starts "
+                         "need --model sparse")
+    if a.feature_mode_starts and (a.factor_correlation
+                                  or not factorises_over_features(a.likelihood)):
+        raise UsageError("--feature-mode-starts needs a likelihood that factorises over "
+                         "features (here: normal or bernoulli) and no --factor-correlation")
     if a.refine_posterior_epochs and (a.w_guide == "map" or a.factor_correlation):
         raise UsageError("--refine-posterior-epochs refines a variational posterior over W: "
                          "it needs --w-guide other than map and no --factor-correlation")
@@ -462,6 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="variational --w-guide: after the fit, refine W's posterior for E "
                         "epochs against a free q(z) per row (the encoder's amortisation gap "
                         "otherwise narrows and shifts W's intervals)")
+    f.add_argument("--feature-mode-starts", type=_nonneg_int("--feature-mode-starts"),
+                   default=0, metavar="S",
+                   help="after the fit, search every feature's loadings for a better mode "
+                        "from S random starts (factors held at the encoder's means), then "
+                        "train a quarter of --epochs more")
     f.add_argument("--seed", type=_nonneg_int("--seed"), default=0, metavar="S")
     f.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     f.add_argument("--heldout", type=_fraction("--heldout", "the rows"), default=0.0,

@@ -27,6 +27,7 @@ from .infer import (
     candidate_supports,
     effect_share,
     factor_analysis_init,
+    factorises_over_features,
     fit_svi,
     full_data_loss,
     loss_trend,
@@ -37,6 +38,7 @@ from .infer import (
     rescale_factors,
     resolve_device,
     row_batches,
+    search_feature_modes,
     write_checkpoint,
 )
 from .infer.parallel import check_n_jobs, effective_jobs, run_in_processes
@@ -79,6 +81,13 @@ def _check_float(value, name, low=None, low_inclusive=False):
         op = ">=" if low_inclusive else ">"
         raise ValueError(f"{name} must be {op} {low}, got {value}")
     return value
+
+
+def _check_nonneg_int(value, name) -> int:
+    """``value`` as int if it is an integer >= 0, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
 
 
 def _check_fraction(value, name):
@@ -468,11 +477,15 @@ class _Estimator:
                            on_epoch_end=on_epoch_end, lr_decay=self.lr_decay)
             more, rounds = self._reseed(model, guide, x_ng, ctx, s)
             hist = list(hist) + more
+            more, modes = self._search_modes(model, guide, x_ng, ctx, s)
+            hist = hist + more
             post = self._after_fit(model, guide, x_ng)
         if init_info is not None:
             post = dict(post, init=init_info)
         if rounds is not None:
             post = dict(post, reseed=rounds)
+        if modes is not None:
+            post = dict(post, feature_modes=modes)
         fit = dict(model=model, guide=guide, hist=hist, seed=s, post=post, cand=None,
                    final=hist[-1])
         if ctx["heldout_arr"] is not None and self.n_restarts > 1:
@@ -557,6 +570,10 @@ class _Estimator:
     def _refine_posterior(self, model, guide, x_ng, ctx, seed) -> dict:
         # SparseVAE(refine_posterior_epochs=...) on the kept fit; returns fit_info_ entries
         return {}
+
+    def _search_modes(self, model, guide, x_ng, ctx, seed):
+        # SparseVAE(feature_mode_starts=...): (further per-epoch losses, record or None)
+        return [], None
 
     def _warn_about(self, arr, names, batch_size, col_sd_g):
         const = np.flatnonzero(col_sd_g == 0)
@@ -1048,6 +1065,20 @@ class SparseVAE(_Estimator):
         from the model, 200 epochs raised the spike-and-slab guide's 90% interval coverage
         (``benchmarks/README.md``, "Refining the posterior"). Recorded in
         ``fit_info_["refine_posterior"]``; costs about ``refine_posterior_epochs`` epochs.
+    feature_mode_starts : int
+        Likelihoods that factorise over features only (``normal``, ``bernoulli``, or
+        ``poisson`` / ``negbin`` with ``library="offset"``), without
+        ``factor_correlation``. After each restart's fit (and its re-seeding rounds), search
+        every feature's loadings for a better mode, with the factors held at the encoder's
+        means, from this many random starts besides the current loadings, move each feature
+        whose best mode is better by more than 1 nat, then train ``epochs // 4`` more
+        epochs (:func:`pyro_sparse.infer.search_feature_modes`). 0: no search. Given the
+        factors the features are independent, and a feature's loadings can sit in a poor
+        mode (its dependence on one factor mimicked by another) that gradient steps on the
+        ELBO do not leave; on data simulated from the model with the decoder known, the
+        search found such features (``benchmarks/README.md``, "Searching each feature's
+        loadings"). Recorded in ``fit_info_["feature_modes"]`` (features moved, the gain
+        of each feature's best start in nats).
 
     Attributes
     ----------
@@ -1084,7 +1115,8 @@ class SparseVAE(_Estimator):
                     "w_guide", "warmup", "spike_anneal", "n_restarts", "factor_correlation",
                     "lkj_concentration", "pstar", "marginalize", "library", "refine_support",
                     "validation_fraction", "refine_polish", "init", "output_scale",
-                    "reseed_rounds", "reseed_epochs", "lr_decay", "refine_posterior_epochs")
+                    "reseed_rounds", "reseed_epochs", "lr_decay", "refine_posterior_epochs",
+                    "feature_mode_starts")
 
     def __init__(self, n_factors: int = 5, likelihood: str = "normal", hidden_dim: int = 50,
                  lambda0: float = 10.0, lambda1: float = 1.0, a: float = 1.0, b=None,
@@ -1096,7 +1128,8 @@ class SparseVAE(_Estimator):
                  validation_fraction: float = 0.2, refine_polish: float = 0.0,
                  init: str = "random", output_scale: float | None = OUTPUT_SCALE,
                  reseed_rounds: int = 0, reseed_epochs: int | None = None,
-                 lr_decay: float = LR_DECAY, refine_posterior_epochs: int = 0):
+                 lr_decay: float = LR_DECAY, refine_posterior_epochs: int = 0,
+                 feature_mode_starts: int = 0):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.likelihood = check_likelihood(likelihood)
         self.library = check_library(library)
@@ -1131,23 +1164,27 @@ class SparseVAE(_Estimator):
             raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
         self.init = init
         self.output_scale = _check_output_scale(output_scale)
-        if isinstance(reseed_rounds, bool) or not isinstance(reseed_rounds, numbers.Integral) \
-                or reseed_rounds < 0:
-            raise ValueError(f"reseed_rounds must be an integer >= 0, got {reseed_rounds!r}")
-        self.reseed_rounds = int(reseed_rounds)
+        self.reseed_rounds = _check_nonneg_int(reseed_rounds, "reseed_rounds")
         self.reseed_epochs = None if reseed_epochs is None else \
             check_positive_int(reseed_epochs, "reseed_epochs")
-        if isinstance(refine_posterior_epochs, bool) \
-                or not isinstance(refine_posterior_epochs, numbers.Integral) \
-                or refine_posterior_epochs < 0:
-            raise ValueError(f"refine_posterior_epochs must be an integer >= 0, got "
-                             f"{refine_posterior_epochs!r}")
-        self.refine_posterior_epochs = int(refine_posterior_epochs)
+        self.refine_posterior_epochs = _check_nonneg_int(refine_posterior_epochs,
+                                                         "refine_posterior_epochs")
         if self.refine_posterior_epochs and (w_guide == "map" or self.factor_correlation):
             raise ValueError("refine_posterior_epochs refines a variational posterior over W: "
                              "it needs w_guide other than 'map' and factor_correlation=False, "
                              f"got w_guide={w_guide!r}, "
                              f"factor_correlation={self.factor_correlation}")
+        self.feature_mode_starts = _check_nonneg_int(feature_mode_starts,
+                                                     "feature_mode_starts")
+        if self.feature_mode_starts:
+            if self.factor_correlation:
+                raise ValueError("feature_mode_starts needs factor_correlation=False")
+            if not factorises_over_features(self.likelihood, self.library):
+                raise ValueError(
+                    "feature_mode_starts searches each feature's loadings on its own, which "
+                    "needs a likelihood that factorises over features ('normal', "
+                    "'bernoulli', or 'poisson'/'negbin' with library='offset'); got "
+                    f"likelihood={self.likelihood!r}, library={self.library!r}")
 
     def _w_guide(self):
         return self.w_guide
@@ -1278,8 +1315,23 @@ class SparseVAE(_Estimator):
         return self.reseed_epochs or max(1, epochs // 2)
 
     def _last_training_epochs(self, epochs: int) -> int:
-        # the last re-seeding round's training, when there are rounds
+        # the training after the feature-mode search, else the last re-seeding round's
+        if self.feature_mode_starts:
+            return max(1, epochs // 4)
         return self._reseed_epochs(epochs) if self.reseed_rounds else epochs
+
+    def _search_modes(self, model, guide, x_ng, ctx, seed):
+        if not self.feature_mode_starts:
+            return [], None
+        out = search_feature_modes(model, guide, x_ng, n_starts=self.feature_mode_starts,
+                                   seed=seed)
+        more = fit_svi(model, guide, x_ng, epochs=max(1, ctx["epochs"] // 4),
+                       batch_size=ctx["batch_size"], lr=ctx["lr"], seed=seed + 7919,
+                       progress=ctx["progress"], desc="feature modes", lr_decay=self.lr_decay)
+        record = dict(n_starts=self.feature_mode_starts, moved=out["moved"].tolist(),
+                      gain=out["gain_g"].tolist(), rows_used=out["rows_used"],
+                      epochs=max(1, ctx["epochs"] // 4))
+        return list(more), record
 
     def _reseed(self, model, guide, x_ng, ctx, seed):
         if not self.reseed_rounds:

@@ -178,17 +178,23 @@ def test_calibration_lr_decay_is_passed_and_labelled():
         calibration.main(["--lr-decay", "1.5"])
 
 
-def test_calibration_refine_posterior_is_run_and_labelled(monkeypatch):
+def _spy_on_infer(monkeypatch, name):
+    # replace pyro_sparse.infer.<name> by a wrapper that records each call's keywords
     import pyro_sparse.infer as infer
 
     calls = []
-    real = infer.refine_posterior
+    real = getattr(infer, name)
 
     def spy(*args, **kwargs):
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(infer, "refine_posterior", spy)
+    monkeypatch.setattr(infer, name, spy)
+    return calls
+
+
+def test_calibration_refine_posterior_is_run_and_labelled(monkeypatch):
+    calls = _spy_on_infer(monkeypatch, "refine_posterior")
     rows = pd.DataFrame(calibration.fit_one((0, "meanfield", 2, 10.0, 1.0, 1, False, True,
                                              "frozen", False, False, None, "random", None, 0,
                                              False, 0.25, 3)))
@@ -203,6 +209,21 @@ def test_calibration_refine_posterior_is_run_and_labelled(monkeypatch):
     assert not np.allclose(after["q_mean"], before["q_mean"])
     with pytest.raises(SystemExit):
         calibration.main(["--refine-posterior", "-1"])
+
+
+def test_calibration_feature_modes_are_searched_and_labelled(monkeypatch):
+    calls = _spy_on_infer(monkeypatch, "search_feature_modes")
+    rows = pd.DataFrame(calibration.fit_one((0, "meanfield", 4, 10.0, 1.0, 2, False, True,
+                                             "frozen", False, False, None, "random", None, 0,
+                                             False, 0.25, 0, 2)))
+    assert len(rows) == 72 and (rows["q_sd"] > 0).all()
+    assert rows["guide"].str.endswith("feature modes searched (2 starts))").all()
+    assert [c["n_starts"] for c in calls] == [2, 2]  # once per restart
+    assert rows["features_moved"].between(0, 24).all()
+    with pytest.raises(SystemExit):
+        calibration.main(["--feature-modes", "-1"])
+    with pytest.raises(SystemExit):
+        calibration.main(["--feature-modes", "2", "--decoder", "learned"])
 
 
 def test_calibration_eta_diagnosis_reads_eta_back():

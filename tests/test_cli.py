@@ -271,6 +271,21 @@ def test_spikeslab_w_guide_flags(work, w_guide):
     assert p.shape == (7, 2) and ((p >= 0) & (p <= 1)).all()
 
 
+def test_feature_mode_starts_flag(work):
+    r = run("fit", "data.csv", "--factors", 2, "--out", "modes", "--epochs", 4,
+            "--feature-mode-starts", 2, "--no-progress", cwd=work)
+    assert r.returncode == 0, r.stderr
+    info = json.loads((work / "modes" / "metrics.json").read_text())["fit"]["feature_modes"]
+    assert info["n_starts"] == 2 and info["epochs"] == 1 and len(info["gain"]) == 7
+    assert '"feature_mode_starts": 2' in (work / "modes" / "model" / "config.json").read_text()
+    for extra in (["--model", "vae"], ["--factor-correlation"],
+                  ["--likelihood", "categorical"]):
+        r = run("fit", "data.csv", "--factors", 2, "--out", "bad", "--epochs", 2,
+                "--feature-mode-starts", 2, "--no-progress", *extra, cwd=work)
+        assert r.returncode == 2 and "--feature-mode-starts" in r.stderr, (extra, r.stderr)
+        assert not (work / "bad").exists()
+
+
 def test_restarts_with_refinement_and_factor_correlation(work):
     r = run("fit", "data.csv", "--factors", 2, "--out", "restarted", "--epochs", 3,
             "--refine-support", "--restarts", 2, "--factor-correlation",

@@ -132,6 +132,12 @@ def test_wrong_feature_count_in_transform(fitted):
     (dict(refine_posterior_epochs=2.5), ValueError, "refine_posterior_epochs must be"),
     (dict(refine_posterior_epochs=True), ValueError, "refine_posterior_epochs must be"),
     (dict(refine_posterior_epochs=5), ValueError, "needs w_guide other than 'map'"),
+    (dict(feature_mode_starts=-1), ValueError, "feature_mode_starts must be"),
+    (dict(feature_mode_starts=True), ValueError, "feature_mode_starts must be"),
+    (dict(feature_mode_starts=4, factor_correlation=True), ValueError,
+     "feature_mode_starts needs factor_correlation=False"),
+    (dict(feature_mode_starts=4, likelihood="categorical"), ValueError, "factorises over"),
+    (dict(feature_mode_starts=4, likelihood="poisson"), ValueError, "library='composition'"),
     (dict(refine_posterior_epochs=5, w_guide="meanfield", factor_correlation=True), ValueError,
      "factor_correlation=False"),
 ])
@@ -464,6 +470,27 @@ def test_lr_decay_acts_on_the_last_steps_and_round_trips(data, tmp_path, cls):
     assert not np.array_equal(h0[2:], h1[2:])
     fits[1].save(tmp_path / "m")
     assert cls.load(tmp_path / "m").get_params()["lr_decay"] == 0.5
+
+
+def test_feature_mode_starts_searches_and_trains_on(data, tmp_path):
+    kw = dict(n_factors=2, hidden_dim=8, w_guide="spikeslab")
+    plain = ps.SparseVAE(**kw).fit(data.X, epochs=8, seed=4, progress=False)
+    m = ps.SparseVAE(feature_mode_starts=3, **kw).fit(data.X, epochs=8, seed=4,
+                                                      progress=False)
+    info = m.fit_info_["feature_modes"]
+    G = data.X.shape[1]
+    assert info["n_starts"] == 3 and info["epochs"] == 2 and len(info["gain"]) == G
+    assert info["rows_used"] == min(1000, data.X.shape[0])
+    assert set(info["moved"]) <= set(range(G))
+    assert all(info["gain"][g] > 1.0 for g in info["moved"])
+    # the same fit, then epochs // 4 more epochs of training
+    np.testing.assert_array_equal(m.loss_history_[:8], plain.loss_history_)
+    assert len(m.loss_history_) == 10
+    assert not np.allclose(m.loadings_, plain.loadings_)
+    m.save(tmp_path / "f")
+    back = ps.SparseVAE.load(tmp_path / "f")
+    assert back.get_params()["feature_mode_starts"] == 3
+    np.testing.assert_array_equal(back.loadings_, m.loadings_)
 
 
 def test_refine_posterior_epochs_refines_the_kept_fit_and_round_trips(data, tmp_path):

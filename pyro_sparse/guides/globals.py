@@ -123,6 +123,31 @@ class _GlobalGuideBase(nn.Module):
         with torch.no_grad():
             target[:, cols] = self._param_for_mean(W, cols)
 
+    def set_rows(self, rows, W_rk) -> None:
+        """Set the reported loadings (MAP point or posterior mean) of some features (rows of W).
+
+        As :meth:`set_columns`, for whole rows: the other rows are left exactly as they are.
+
+        Parameters
+        ----------
+        rows : sequence of int
+            Feature indices.
+        W_rk : array-like, shape (len(rows), K)
+            The loadings.
+        """
+        rows = [int(r) for r in rows]
+        target = self._W_param()
+        W = torch.as_tensor(W_rk, dtype=target.dtype, device=target.device)
+        if W.shape != (len(rows), target.shape[1]):
+            raise ValueError(f"loadings have shape {tuple(W.shape)}, expected "
+                             f"({len(rows)}, {target.shape[1]}) for rows {rows}")
+        if not rows:
+            return
+        with torch.no_grad():
+            full = self._W_point().detach().clone()
+            full[rows] = W
+            target[rows] = self._param_for_mean(full, list(range(target.shape[1])))[rows]
+
     def _W_param(self) -> torch.Tensor:
         raise NotImplementedError
 

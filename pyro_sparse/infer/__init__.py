@@ -1,12 +1,18 @@
 """Inference: the minibatch SVI loop, warm-up schedules, checkpoints, data rows, devices,
 support refinement on held-out rows, a factor-analysis start, a data-dependent start of the
 decoder's output layer, the scale symmetry between factors and loadings, a convergence
-check on the loss history, a semi-amortised refinement of W's posterior, re-seeding of
-collapsed factors, and independent fits in worker processes."""
+check on the loss history, a semi-amortised refinement of W's posterior, a multi-start
+search of each feature's loadings, re-seeding of collapsed factors, and independent fits in
+worker processes."""
 
 from .checkpoint import read_checkpoint, write_checkpoint
 from .convergence import ConvergenceWarning, loss_trend
 from .data import SparseRows, as_rows, row_batches
+from .feature_modes import (
+    factorises_over_features,
+    feature_log_posterior,
+    search_feature_modes,
+)
 from .initialization import INITS, encoder_view, fa_bic, factor_analysis_init, varimax
 from .output_scale import match_output_scale
 from .parallel import check_n_jobs, run_in_processes
@@ -41,6 +47,9 @@ __all__ = [
     "REFINE_THRESHOLDS",
     "rescale_factors",
     "refine_posterior",
+    "search_feature_modes",
+    "factorises_over_features",
+    "feature_log_posterior",
     "optimal_log_scales",
     "scale_objective",
     "factor_moments",

@@ -154,6 +154,24 @@ def test_sigma_initialised_at_column_sd():
 
 @pytest.mark.parametrize("w_guide", ["map", "meanfield", "lowrank", "spikeslab",
                                      "spikeslab_lowrank"])
+def test_set_rows_sets_the_reported_loadings(w_guide):
+    with local():
+        model = SparseVAEModel(5, 3, 8)
+        g = make_guide(model, w_guide).globals_guide
+        before = g.point_estimates()["W"]
+        want = torch.tensor([[0.0, 0.02, -0.7], [1.5, -0.4, 0.05]])
+        g.set_rows([1, 3], want)
+        W = g.point_estimates()["W"]
+        torch.testing.assert_close(W[[1, 3]], want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(W[[0, 2, 4]], before[[0, 2, 4]], atol=1e-6, rtol=0)
+        g.set_rows([], torch.zeros(0, 3))  # nothing to set
+        torch.testing.assert_close(g.point_estimates()["W"], W)
+        with pytest.raises(ValueError, match="expected \\(2, 3\\)"):
+            g.set_rows([1, 3], want[:, :2])
+
+
+@pytest.mark.parametrize("w_guide", ["map", "meanfield", "lowrank", "spikeslab",
+                                     "spikeslab_lowrank"])
 def test_set_columns_sets_the_reported_loadings(w_guide):
     with local():
         model = SparseVAEModel(5, 3, 8)

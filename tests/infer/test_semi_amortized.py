@@ -9,7 +9,8 @@ import pyro_sparse as ps
 from pyro_sparse.guides import make_guide
 from pyro_sparse.infer import fit_svi, refine_posterior
 from pyro_sparse.models import SparseVAEModel
-from pyro_sparse.nn import SparseDecoder
+
+from ._blocks import decoded
 
 
 def _simulated(seed=0, N=400, G=12, K=2, H=8):
@@ -19,13 +20,8 @@ def _simulated(seed=0, N=400, G=12, K=2, H=8):
     W[:4, 0] = torch.tensor([1.5, -1.0, 0.8, 1.2])
     W[4:8, 1] = torch.tensor([-1.2, 1.0, 1.4, -0.9])
     W[8:, :] = torch.randn(G - 8, K, generator=g)
-    torch.manual_seed(seed)
-    dec = SparseDecoder(G, K, H)
-    z = torch.randn(N, K, generator=g)
-    with torch.no_grad():
-        dec.V_gh.div_(dec(z, W).std(0).unsqueeze(-1))  # unit signal per feature
-        x = dec(z, W) + 0.2 * torch.randn(N, G, generator=g)
-    return x, z, W, dec.state_dict()
+    x, z, dec = decoded(W, g, seed, N, H)
+    return x, z, W, dec
 
 
 def _model_at_truth(x, W, dec_state, w_guide="meanfield"):

@@ -161,13 +161,15 @@ BAD = {
                                   "--refine-polish needs --refine-support"),
     "init for the VAE": (["fit", "data.csv", "--factors", 2, "--out", "o", "--model", "vae",
                           "--init", "factor_analysis"],
-                         "--init, --reseed-rounds, --reseed-epochs and "
-                         "--refine-posterior-epochs need --model sparse"),
+                         "--init, --reseed-rounds, --reseed-epochs, "
+                         "--refine-posterior-epochs and --feature-mode-starts need --model "
+                         "sparse"),
     "reseed for the VAE": (["fit", "data.csv", "--factors", 2, "--out", "o", "--model", "vae",
-                            "--reseed-rounds", 1], "--reseed-rounds, --reseed-epochs and"),
+                            "--reseed-rounds", 1], "--reseed-rounds, --reseed-epochs,"),
     "refine posterior for the VAE": (["fit", "data.csv", "--factors", 2, "--out", "o",
                                       "--model", "vae", "--refine-posterior-epochs", 2],
-                                     "--refine-posterior-epochs need --model sparse"),
+                                     "--refine-posterior-epochs and --feature-mode-starts "
+                                     "need --model sparse"),
     "refine posterior of a MAP": (["fit", "data.csv", "--factors", 2, "--out", "o",
                                    "--refine-posterior-epochs", 2],
                                   "needs --w-guide other than map"),

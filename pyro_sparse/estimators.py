@@ -1329,7 +1329,8 @@ class SparseVAE(_Estimator):
                        batch_size=ctx["batch_size"], lr=ctx["lr"], seed=seed + 7919,
                        progress=ctx["progress"], desc="feature modes", lr_decay=self.lr_decay)
         record = dict(n_starts=self.feature_mode_starts, moved=out["moved"].tolist(),
-                      gain=out["gain_g"].tolist(), rows_used=out["rows_used"],
+                      rejected=out["rejected"].tolist(), gain=out["gain_g"].tolist(),
+                      rows_used=out["rows_used"],
                       epochs=max(1, ctx["epochs"] // 4))
         return list(more), record
 

@@ -108,8 +108,10 @@ def search_feature_modes(model, guide, x_ng, n_starts: int = 16, steps: int = 25
     Returns
     -------
     dict
-        ``moved`` (indices of the features that moved), ``gain_g`` (best start's log
-        posterior minus the current mode's, per feature; numpy), ``rows_used``.
+        ``moved`` (indices of the features that moved), ``rejected`` (features whose better
+        mode the W guide could not represent with finite parameters; left where they were),
+        ``gain_g`` (best start's log posterior minus the current mode's, per feature;
+        numpy), ``rows_used``.
 
     Raises
     ------
@@ -173,8 +175,18 @@ def search_feature_modes(model, guide, x_ng, n_starts: int = 16, steps: int = 25
     best_m = lp.argmax(0)
     gain_g = lp.gather(0, best_m[None]).squeeze(0) - lp[0]
     moved = torch.nonzero((gain_g > min_gain) & (best_m > 0)).flatten()
+    rejected = moved[:0]
     if len(moved):
         W_new = W_mgk.detach()[best_m[moved], moved]
+        param = gg._W_param()
+        old_rows = param.detach()[moved].clone()
         gg.set_rows(moved.tolist(), W_new)
-    return {"moved": moved.cpu().numpy(), "gain_g": gain_g.cpu().numpy().astype(float),
-            "rows_used": int(len(rows))}
+        # a guide that cannot represent a mode (e.g. the spike-and-slab tilt centre for that
+        # mean is not finite) keeps the feature where it was
+        bad = ~(torch.isfinite(W_new).all(-1) & torch.isfinite(param.detach()[moved]).all(-1))
+        if bool(bad.any()):
+            with torch.no_grad():
+                param[moved[bad]] = old_rows[bad]
+            rejected, moved = moved[bad], moved[~bad]
+    return {"moved": moved.cpu().numpy(), "rejected": rejected.cpu().numpy(),
+            "gain_g": gain_g.cpu().numpy().astype(float), "rows_used": int(len(rows))}

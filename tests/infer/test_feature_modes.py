@@ -91,6 +91,28 @@ def test_moves_features_out_of_a_wrong_mode(w_guide):
     assert not any(p.requires_grad for p in model.decoder.parameters())
 
 
+def test_a_mode_the_guide_cannot_represent_is_not_written(monkeypatch):
+    # if the W guide's parameters for a better mode are not finite, the feature stays put
+    x, z, W, dec = _simulated()
+    start = W.clone()
+    start[6] = -W[6]
+    with pyro.settings.context(module_local_params=True):
+        model, guide = _guide_at(x, z, start, dec, "spikeslab")
+        gg = guide.globals_guide
+        before = gg._W_param().detach().clone()
+        real = gg._param_for_mean
+
+        def broken(W_gc, cols):
+            out = real(W_gc, cols).clone()
+            out[6] = math.nan
+            return out
+
+        monkeypatch.setattr(gg, "_param_for_mean", broken)
+        out = search_feature_modes(model, guide, x, n_starts=16, steps=300, seed=0)
+    assert out["moved"].tolist() == [] and out["rejected"].tolist() == [6]
+    torch.testing.assert_close(gg._W_param().detach(), before, rtol=0, atol=0)
+
+
 def test_a_fit_at_the_truth_does_not_move():
     x, z, W, dec = _simulated(seed=1)
     with pyro.settings.context(module_local_params=True):

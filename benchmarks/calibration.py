@@ -654,11 +654,25 @@ def main(argv=None):
               args.refine_posterior if args.decoder == "frozen" else 0, args.feature_modes)
              for gname in args.guides
              for s in range(args.first_rep, args.first_rep + args.reps)]
+    rows, failed = [], []
     with ProcessPoolExecutor(args.jobs) as ex:
-        rows = [r for rs in ex.map(fit_one, tasks) for r in rs]
+        futures = [ex.submit(fit_one, t) for t in tasks]
+        for t, fut in zip(tasks, futures, strict=True):
+            try:  # one failing replicate must not lose the others
+                rows += fut.result()
+            except Exception as err:  # noqa: BLE001 - reported, then the run exits 1
+                failed.append((t[1], t[0], repr(err)))
+                print(f"calibration: {t[1]} seed {t[0]} failed: {err!r}", file=sys.stderr)
+    if not rows:
+        return 1
     df = pd.DataFrame(rows)
     df.to_csv(RESULTS / f"{args.name}.csv", index=False)
     render(df, args.name, args.lambda0, args.lambda1)
+    if failed:
+        with open(RESULTS / f"{args.name}.md", "a") as fh:
+            fh.write("\nFailed replicates (not in the table):\n\n"
+                     + "".join(f"- {g} seed {s}: {e}\n" for g, s, e in failed))
+        return 1
     return 0
 
 

@@ -226,6 +226,28 @@ def test_calibration_feature_modes_are_searched_and_labelled(monkeypatch):
         calibration.main(["--feature-modes", "2", "--decoder", "learned"])
 
 
+_REAL_FIT_ONE = calibration.fit_one
+
+
+def _fit_one_failing_on_seed_1(task):
+    # module level, so that the worker process can find it by name
+    if task[0] == 1:
+        raise FloatingPointError("loss became nan")
+    return _REAL_FIT_ONE(task)
+
+
+def test_calibration_run_keeps_the_replicates_that_finished(monkeypatch, tmp_path):
+    monkeypatch.setattr(calibration, "RESULTS", tmp_path)
+    monkeypatch.setattr(calibration, "fit_one", _fit_one_failing_on_seed_1)
+    code = calibration.main(["--reps", "2", "--epochs", "2", "--guides", "meanfield",
+                             "--jobs", "1", "--name", "partial"])
+    assert code == 1
+    df = pd.read_csv(tmp_path / "partial.csv")
+    assert set(df["seed"]) == {0} and len(df) == 72
+    md = (tmp_path / "partial.md").read_text()
+    assert "Failed replicates" in md and "seed 1: FloatingPointError('loss became nan')" in md
+
+
 def test_calibration_eta_diagnosis_reads_eta_back():
     from pyro_sparse.distributions.ssl import inclusion_prob
 

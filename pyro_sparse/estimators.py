@@ -1314,10 +1314,15 @@ class SparseVAE(_Estimator):
     def _reseed_epochs(self, epochs: int) -> int:
         return self.reseed_epochs or max(1, epochs // 2)
 
+    @staticmethod
+    def _mode_epochs(epochs: int) -> int:
+        # the training after the feature-mode search
+        return max(1, epochs // 4)
+
     def _last_training_epochs(self, epochs: int) -> int:
         # the training after the feature-mode search, else the last re-seeding round's
         if self.feature_mode_starts:
-            return max(1, epochs // 4)
+            return self._mode_epochs(epochs)
         return self._reseed_epochs(epochs) if self.reseed_rounds else epochs
 
     def _search_modes(self, model, guide, x_ng, ctx, seed):
@@ -1325,13 +1330,14 @@ class SparseVAE(_Estimator):
             return [], None
         out = search_feature_modes(model, guide, x_ng, n_starts=self.feature_mode_starts,
                                    seed=seed)
-        more = fit_svi(model, guide, x_ng, epochs=max(1, ctx["epochs"] // 4),
+        epochs = self._mode_epochs(ctx["epochs"])
+        more = fit_svi(model, guide, x_ng, epochs=epochs,
                        batch_size=ctx["batch_size"], lr=ctx["lr"], seed=seed + 7919,
                        progress=ctx["progress"], desc="feature modes", lr_decay=self.lr_decay)
         record = dict(n_starts=self.feature_mode_starts, moved=out["moved"].tolist(),
                       rejected=out["rejected"].tolist(), gain=out["gain_g"].tolist(),
                       rows_used=out["rows_used"],
-                      epochs=max(1, ctx["epochs"] // 4))
+                      epochs=epochs)
         return list(more), record
 
     def _reseed(self, model, guide, x_ng, ctx, seed):

@@ -19,6 +19,7 @@ import torch
 from ..distributions import ssl_log_prob
 from ..likelihoods import observation_dist, split_missing
 from .data import SparseRows
+from .svi import frozen
 
 __all__ = ["search_feature_modes", "feature_log_posterior", "factorises_over_features"]
 
@@ -157,9 +158,7 @@ def search_feature_modes(model, guide, x_ng, n_starts: int = 16, steps: int = 25
     s_k = W_gk.pow(2).mean(0).sqrt().clamp_min(1e-3)
     starts = torch.randn((n_starts, G, K), generator=gen).to(W_gk) * s_k
     W_mgk = torch.cat([W_gk[None], starts]).requires_grad_(True)
-    was_trainable = [p.requires_grad for p in model.decoder.parameters()]
-    model.decoder.requires_grad_(False)
-    try:
+    with frozen(model):  # only the candidate loadings are optimised
         opt = torch.optim.Adam([W_mgk], lr=lr)
         for _ in range(steps):
             opt.zero_grad()
@@ -168,9 +167,6 @@ def search_feature_modes(model, guide, x_ng, n_starts: int = 16, steps: int = 25
             opt.step()
         with torch.no_grad():
             lp = feature_log_posterior(model, z_rk, W_mgk, x0_rg, mask_rg, sigma_g, eta_k)
-    finally:
-        for p, flag in zip(model.decoder.parameters(), was_trainable):
-            p.requires_grad_(flag)
     lp = torch.nan_to_num(lp, nan=-math.inf)
     best_m = lp.argmax(0)
     gain_g = lp.gather(0, best_m[None]).squeeze(0) - lp[0]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..guides import ModelGuide, PerRowNormalGuide
 from .scale_symmetry import rescale_factors
-from .svi import fit_svi, full_data_loss
+from .svi import fit_svi, frozen, full_data_loss
 
 __all__ = ["refine_posterior"]
 
@@ -67,10 +67,7 @@ def refine_posterior(model, guide, x_ng, *, epochs: int = 200, batch_size: int =
     loss_before = full_data_loss(model, guide, x_ng)
     rows = PerRowNormalGuide(*encoder.encode_rows(x_ng, encode_batch_size))
     row_guide = ModelGuide(gg, rows)  # the encoder is not in it: fit_svi leaves it alone
-    held = [p for p in model.parameters() if p.requires_grad]
-    for p in held:
-        p.requires_grad_(False)
-    try:
+    with frozen(model):
         history = fit_svi(model, row_guide, x_ng, epochs=epochs, batch_size=batch_size, lr=lr,
                           seed=seed, progress=progress, desc="refine posterior",
                           lr_decay=lr_decay)
@@ -80,9 +77,6 @@ def refine_posterior(model, guide, x_ng, *, epochs: int = 200, batch_size: int =
         S_enc, _ = encoder.second_moments(x_ng, encode_batch_size)
         c_k = (S_rows / S_enc).sqrt()
         encoder.scale_factors(c_k)
-    finally:
-        for p in held:
-            p.requires_grad_(True)
     return {"loss_before": float(loss_before), "loss_after": float(loss_after),
             "history": [float(v) for v in history], "scale": step["scale"],
             "log_scale_sd": step["log_scale_sd"], "encoder_scale": c_k.numpy(),

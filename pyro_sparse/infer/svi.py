@@ -7,6 +7,7 @@ global parameter store.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pyro
@@ -16,7 +17,24 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from .checkpoint import restore_training_state, training_state
 
 __all__ = ["fit_svi", "make_elbo", "resolve_device", "warmup_weight", "lr_factor",
-           "full_data_loss"]
+           "full_data_loss", "frozen"]
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module):
+    """Hold every trainable parameter of ``module`` fixed (``requires_grad`` off) inside.
+
+    The parameters that were trainable are made trainable again on exit, even after an
+    error; the others are left as they were.
+    """
+    held = [p for p in module.parameters() if p.requires_grad]
+    for p in held:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in held:
+            p.requires_grad_(True)
 
 
 def resolve_device(device) -> torch.device:

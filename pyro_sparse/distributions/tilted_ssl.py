@@ -21,15 +21,37 @@ import math
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
-from torch.special import log_ndtr, ndtri
+from torch.special import erfcx, log_ndtr, ndtri
 
 from .ssl import _clamp_eta, ssl_log_prob
 
 __all__ = ["TiltedSpikeSlabLasso"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_SQRT2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 # piece order: spike+, spike-, slab+, slab-
 _SIGNS = (1.0, -1.0, 1.0, -1.0)
+
+
+def _ndtri_of_log(log_p: torch.Tensor, newton: int = 30) -> torch.Tensor:
+    """``Phi^-1(exp(log_p))`` in float64, also where ``exp(log_p)`` underflows.
+
+    ``ndtri`` where the probability is representable; below ``exp(-600)`` Newton steps on the
+    concave ``log Phi(u) = log_p``, started left of the root (``-sqrt(-2 log_p)``), so every
+    step stays left of it and the iteration increases monotonically to the root.
+    """
+    far = log_p < -600.0
+    out = ndtri(log_p.exp())
+    if not bool(far.any()):
+        return out
+    lp = torch.where(far, log_p, torch.full_like(log_p, -600.0))
+    u = -torch.sqrt(-2.0 * lp)
+    for _ in range(newton):
+        # d/du log Phi(u) = phi(u) / Phi(u), stably through erfcx for u < 0
+        slope = _SQRT_2_OVER_PI / erfcx(-u / _SQRT2)
+        u = u + (lp - log_ndtr(u)) / slope
+    return torch.where(far, u, out)
 
 
 class TiltedSpikeSlabLasso(TorchDistribution):
@@ -102,14 +124,23 @@ class TiltedSpikeSlabLasso(TorchDistribution):
         return out.exp().to(self.loc.dtype)
 
     def _piece_moments(self):
+        """float64 (piece probabilities, piece means, piece variances); last axis of size 4.
+
+        Each piece is N(m, s^2) truncated to ``sgn * w >= 0``; with ``alpha = -sgn m / s`` the
+        inverse Mills ratio ``h = phi(alpha) / (1 - Phi(alpha))`` is computed through
+        ``erfcx`` (no ratio of underflowing tails), and the variance factor
+        ``1 + alpha h - h^2`` by its asymptotic series ``1/alpha^2 - 6/alpha^4`` where
+        ``alpha > 100`` (the closed form cancels there).
+        """
         log_mass, m, sgn, s = self._pieces()
         p = torch.softmax(log_mass, -1)
-        r = m / s
-        # h = phi(r) / Phi(sgn r): inverse Mills ratio of each truncated piece
-        h = torch.exp(-0.5 * r**2 - _LOG_SQRT_2PI - log_ndtr(sgn * r))
+        alpha = -sgn * m / s
+        h = _SQRT_2_OVER_PI / erfcx(alpha / _SQRT2)
         e1 = m + s * sgn * h
-        e2 = m**2 + 2 * m * s * sgn * h + s**2 * (1.0 - sgn * r * h)
-        return p, e1, e2
+        far = alpha > 100.0
+        a_far = torch.where(far, alpha, torch.full_like(alpha, 100.0))
+        factor = torch.where(far, a_far**-2 - 6.0 * a_far**-4, 1.0 + alpha * h - h**2)
+        return p, e1, s**2 * factor.clamp_min(0.0)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -119,14 +150,15 @@ class TiltedSpikeSlabLasso(TorchDistribution):
     @property
     def second_moment(self) -> torch.Tensor:
         """``E_q[w^2]`` (batch shape)."""
-        p, _, e2 = self._piece_moments()
-        return (p * e2).sum(-1).to(self.loc.dtype)
+        p, e1, v = self._piece_moments()
+        return (p * (v + e1**2)).sum(-1).to(self.loc.dtype)
 
     @property
     def variance(self) -> torch.Tensor:
-        p, e1, e2 = self._piece_moments()
-        m1 = (p * e1).sum(-1)
-        return ((p * e2).sum(-1) - m1**2).clamp_min(0).to(self.loc.dtype)
+        # law of total variance over the pieces: no E[w^2] - E[w]^2 cancellation
+        p, e1, v = self._piece_moments()
+        m1 = (p * e1).sum(-1, keepdim=True)
+        return (p * (v + (e1 - m1) ** 2)).sum(-1).to(self.loc.dtype)
 
     @staticmethod
     def loc_for_mean(mean, scale, eta, lambda0: float, lambda1: float,
@@ -330,12 +362,13 @@ class TiltedSpikeSlabLasso(TorchDistribution):
             sg = sgn.expand(m.shape).gather(-1, piece)
             v = torch.rand(m1.shape, generator=generator, device=dev,
                            dtype=torch.float64).clamp_min(1e-300)
-            # standardised draw beyond the boundary 0 on the piece's side
-            t = -sg * ndtri(v * torch.exp(log_ndtr(sg * m1 / s1)))
-            w = m1 + s1 * t
-            # a piece whose mass lies far in its Gaussian's tail (probability ~0 of being
-            # picked): its draws sit just beyond 0
-            w = torch.where(torch.isfinite(w), w, sg * s1**2 / m1.abs().clamp_min(1e-300))
+            # standardised draw beyond the boundary 0 on the piece's side: u = Phi^-1(v
+            # Phi(sg m / s)), found in log space where that mass underflows (a piece whose
+            # Gaussian centre lies far on the other side of 0, as the spike pieces of a wide
+            # tilt: there the draw is near-exponential, not a point)
+            log_target = torch.log(v) + log_ndtr(sg * m1 / s1)
+            u = _ndtri_of_log(log_target)
+            w = m1 - s1 * sg * u
             w = torch.where(sg > 0, w.clamp_min(0.0), w.clamp_max(-1e-300))
             return w.squeeze(-1)
 

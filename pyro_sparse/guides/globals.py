@@ -14,6 +14,8 @@ vector for the correlation Cholesky factor) and transformed on use.
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -423,10 +425,14 @@ class SpikeSlabGlobalGuide(MeanFieldGlobalGuide):
     ``W_loc_gk`` and ``W_logsd_gk`` hold the tilt's centre and log sd; the posterior mean
     (the reported loadings) is shrunk from the centre towards 0. eta's M-step uses the
     closed-form inclusion probabilities ``E_q[gamma]`` and the family's prior weight follows
-    eta. Rescaling a column (:meth:`scale_columns`, used by the scale-symmetry step) scales
-    the tilt's sd and moves its centre so that the posterior mean scales exactly; q itself
-    is not closed under scaling (the prior's rates stay put), so the spread and inclusion
-    probabilities are those of the rescaled fit, not scaled copies.
+    eta. An entry the data do not inform tends to the prior itself, i.e. to an ever wider
+    tilt; the tilt sd is capped at ``MAX_TILT_SD_SLAB_SCALES / lambda1`` (20 slab scales,
+    where q is the prior to within about 1% in sd), beyond which the closed forms lose
+    precision and a fit once diverged. Rescaling a column (:meth:`scale_columns`, used by
+    the scale-symmetry step) scales the tilt's sd and moves its centre so that the posterior
+    mean scales exactly; q itself is not closed under scaling (the prior's rates stay put),
+    so the spread and inclusion probabilities are those of the rescaled fit, not scaled
+    copies.
     """
 
     def __init__(self, model, init_scale: float = 1.0, init_sd: float = 0.05):
@@ -435,8 +441,17 @@ class SpikeSlabGlobalGuide(MeanFieldGlobalGuide):
                              f"normalised Laplace densities), got pstar={model.pstar!r}")
         super().__init__(model, init_scale=init_scale, init_sd=init_sd)
 
+    #: the widest tilt, in slab scales 1 / lambda1: q is then the prior to within about 1%
+    #: in sd, and wider tilts only cost precision in the closed forms
+    MAX_TILT_SD_SLAB_SCALES = 20.0
+
+    def _tilt_sd(self) -> torch.Tensor:
+        """The tilt sds ``exp(W_logsd_gk)``, capped at ``MAX_TILT_SD_SLAB_SCALES / lambda1``."""
+        cap = math.log(self.MAX_TILT_SD_SLAB_SCALES / self.lambda1)
+        return self.W_logsd_gk.clamp(max=cap).exp()
+
     def _q(self) -> TiltedSpikeSlabLasso:
-        return TiltedSpikeSlabLasso(self.W_loc_gk, self.W_logsd_gk.exp(), self.eta_k,
+        return TiltedSpikeSlabLasso(self.W_loc_gk, self._tilt_sd(), self.eta_k,
                                     self.lambda0, self.lambda1)
 
     @property
@@ -453,7 +468,7 @@ class SpikeSlabGlobalGuide(MeanFieldGlobalGuide):
         return self.W_loc_gk  # the M-step below reads q, not a point: only the shape is used
 
     def _param_for_mean(self, W_gc, cols):
-        return TiltedSpikeSlabLasso.loc_for_mean(W_gc, self.W_logsd_gk.exp()[:, cols],
+        return TiltedSpikeSlabLasso.loc_for_mean(W_gc, self._tilt_sd()[:, cols],
                                                  self.eta_k[cols], self.lambda0, self.lambda1)
 
     def _eta(self, W_point_gk: torch.Tensor) -> torch.Tensor:
@@ -475,7 +490,7 @@ class SpikeSlabGlobalGuide(MeanFieldGlobalGuide):
             target = self._q().mean * c
             self.W_logsd_gk.add_(c.log())
             self.W_loc_gk.copy_(TiltedSpikeSlabLasso.loc_for_mean(
-                target, self.W_logsd_gk.exp(), self.eta_k, self.lambda0, self.lambda1))
+                target, self._tilt_sd(), self.eta_k, self.lambda0, self.lambda1))
 
     def marginal_sd(self) -> torch.Tensor:
         """sd of each entry under :meth:`sample_W` (symmetry spread included), shape (G, K)."""

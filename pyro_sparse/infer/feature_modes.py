@@ -177,9 +177,14 @@ def search_feature_modes(model, guide, x_ng, n_starts: int = 16, steps: int = 25
         param = gg._W_param()
         old_rows = param.detach()[moved].clone()
         gg.set_rows(moved.tolist(), W_new)
-        # a guide that cannot represent a mode (e.g. the spike-and-slab tilt centre for that
-        # mean is not finite) keeps the feature where it was
-        bad = ~(torch.isfinite(W_new).all(-1) & torch.isfinite(param.detach()[moved]).all(-1))
+        # a guide that cannot represent a mode (its parameters for it are not finite, or its
+        # point at them is not the mode) keeps the feature where it was
+        with torch.no_grad():
+            bad = ~(torch.isfinite(W_new).all(-1) & torch.isfinite(param[moved]).all(-1))
+            param[moved[bad]] = old_rows[bad]  # first, so that the point can be read
+            W_got = gg._W_point()[moved]
+            bad |= ~(torch.isfinite(W_got).all(-1)
+                     & ((W_got - W_new).abs() <= 1e-3 * (1.0 + W_new.abs())).all(-1))
         if bool(bad.any()):
             with torch.no_grad():
                 param[moved[bad]] = old_rows[bad]

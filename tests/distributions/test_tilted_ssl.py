@@ -75,6 +75,31 @@ def test_implicit_gradients_match_the_closed_form(mu, s, eta):
     np.testing.assert_allclose(g_mc, g_exact, rtol=0.03, atol=3e-3)
 
 
+@pytest.mark.parametrize("mu,s,lam0", [(1.5, 20.0, 10.0), (-3.0, 20.0, 100.0),
+                                        (0.0, 20.0, 50.0), (0.3, 8.0, 100.0)])
+def test_moments_stay_accurate_for_a_wide_tilt(mu, s, lam0):
+    """A tilt far wider than the prior (q close to the prior itself; s lambda0 up to 2,000
+    puts the spike pieces' truncation points that many sds out) keeps its mean and variance.
+    Ratios of underflowing normal tails and an E[w^2] - E[w]^2 difference lost them (the
+    variance came out 0 at s lambda0 = 2,000)."""
+    eta = torch.tensor(0.27, dtype=torch.float64)
+    q = TiltedSpikeSlabLasso(torch.tensor(mu, dtype=torch.float64),
+                             torch.tensor(s, dtype=torch.float64), eta, lam0, L1)
+    grid = torch.linspace(-60.0, 60.0, 2_400_001, dtype=torch.float64)
+    log_dens = (SpikeSlabLasso(eta, lam0, L1).log_prob(grid)
+                + torch.distributions.Normal(mu, s).log_prob(grid))
+    dens = (log_dens - log_dens.max()).exp()
+    dens = dens / dens.sum()
+    m = float((grid * dens).sum())
+    v = float(((grid - m) ** 2 * dens).sum())
+    assert float(q.mean) == pytest.approx(m, abs=1e-5)
+    assert float(q.variance) == pytest.approx(v, rel=1e-4)
+    assert float(q.second_moment) == pytest.approx(v + m**2, rel=1e-4)
+    x = q.sample((20_000,), generator=torch.Generator().manual_seed(1))
+    ks = stats.kstest(x.numpy(), lambda t: q.cdf(torch.as_tensor(t)).numpy())
+    assert ks.pvalue > 1e-3
+
+
 def test_float32_batches_and_expand():
     q = TiltedSpikeSlabLasso(torch.zeros(4, 3), torch.full((4, 3), 0.2), torch.tensor(0.3),
                              L0, L1)

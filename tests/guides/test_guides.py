@@ -98,6 +98,33 @@ def test_spikeslab_guide_draws_inclusion_and_em_step():
                                    g._q().log_prob(site["value"]))
 
 
+def test_spikeslab_guide_caps_the_tilt_sd():
+    # an entry the data do not inform drifts towards the prior, i.e. an ever wider tilt; a
+    # fit once reached exp(17) there, where the closed-form mean came out as 1e19 and the
+    # next step was NaN. Beyond 20 slab scales the tilt is capped: q is then the prior to
+    # within about 1% in sd, and its mean, sd and draws stay finite and right
+    with local():
+        model = SparseVAEModel(3, 2, 8)
+        g = SpikeSlabGlobalGuide(model, init_sd=0.2)
+        with torch.no_grad():
+            g.W_loc_gk.copy_(torch.tensor([[1.53, 0.2], [0.0, -0.4], [0.6, 1.0]]))
+            g.W_logsd_gk[0, 0] = 17.0
+        eta = float(g.eta_k[0])
+        prior_sd = (2 * eta / 1.0**2 + 2 * (1 - eta) / 10.0**2) ** 0.5
+        m, sd = g._W_point(), g.W_scale_gk
+        assert torch.isfinite(m).all() and torch.isfinite(sd).all()
+        assert abs(float(m[0, 0])) < 0.02 * prior_sd
+        assert float(sd[0, 0]) == pytest.approx(prior_sd, rel=0.02)
+        draws = g.sample_W(20000, generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(draws).all()
+        assert float(draws[:, 0, 0].std()) == pytest.approx(prior_sd, rel=0.05)
+        # the capped sd is what q, set_rows and the scale step use
+        assert float(g._q().scale[0, 0]) == pytest.approx(20.0)
+        g.set_rows([0], torch.tensor([[0.5, 0.2]]))
+        torch.testing.assert_close(g._W_point()[0], torch.tensor([0.5, 0.2]), atol=1e-5,
+                                   rtol=0.0)
+
+
 def test_spikeslab_lowrank_guide_keeps_the_marginals_and_couples_the_entries():
     with local():
         model = SparseVAEModel(5, 2, 8)

@@ -42,6 +42,17 @@ def _guide_at(x, z, W, dec_state, w_guide="meanfield"):
     return model, ModelGuide(gg, PerRowNormalGuide(z, torch.full_like(z, 0.05)))
 
 
+def _planted(w_guide):
+    # a poor local mode given the factors: feature 6 starts with its loadings' signs
+    # reversed (the network's response to -z is not its response to z; gradient ascent from
+    # there stays there). Call inside module_local_params
+    x, z, W, dec = _simulated()
+    start = W.clone()
+    start[6] = -W[6]
+    model, guide = _guide_at(x, z, start, dec, w_guide)
+    return x, W, model, guide
+
+
 def test_factorises_over_features():
     assert factorises_over_features("normal") and factorises_over_features("bernoulli")
     assert factorises_over_features("poisson", "offset")
@@ -66,15 +77,10 @@ def test_feature_log_posterior_by_hand():
 
 @pytest.mark.parametrize("w_guide", ["map", "meanfield", "spikeslab"])
 def test_moves_features_out_of_a_wrong_mode(w_guide):
-    # a poor local mode given the factors: feature 6 starts with its loadings' signs
-    # reversed (the network's response to -z is not its response to z; gradient ascent from
-    # there stays there). The search must put it back near the truth and leave the others
-    # exactly as they were
-    x, z, W, dec = _simulated()
-    start = W.clone()
-    start[6] = -W[6]
+    # feature 6 planted in a poor mode: the search must put it back near the truth and leave
+    # the others exactly as they were
     with pyro.settings.context(module_local_params=True):
-        model, guide = _guide_at(x, z, start, dec, w_guide)
+        x, W, model, guide = _planted(w_guide)
         gg = guide.globals_guide
         before = gg._W_point().detach().clone()
         out = search_feature_modes(model, guide, x, n_starts=16, steps=300, seed=0)
@@ -91,26 +97,41 @@ def test_moves_features_out_of_a_wrong_mode(w_guide):
     assert not any(p.requires_grad for p in model.decoder.parameters())
 
 
-def test_a_mode_the_guide_cannot_represent_is_not_written(monkeypatch):
-    # if the W guide's parameters for a better mode are not finite, the feature stays put
-    x, z, W, dec = _simulated()
-    start = W.clone()
-    start[6] = -W[6]
+def _nan_row_6(out):
+    out = out.clone()
+    out[6] = math.nan
+    return out
+
+
+@pytest.mark.parametrize("spoil", [_nan_row_6, lambda out: out + 5.0],
+                         ids=["parameters not finite", "point not the mode"])
+def test_a_mode_the_guide_cannot_represent_is_not_written(monkeypatch, spoil):
+    # if the W guide's parameters for a better mode are not finite, or its point at them is
+    # not the mode found (its inverse map gone wrong), the feature stays put
     with pyro.settings.context(module_local_params=True):
-        model, guide = _guide_at(x, z, start, dec, "spikeslab")
+        x, W, model, guide = _planted("spikeslab")
         gg = guide.globals_guide
         before = gg._W_param().detach().clone()
         real = gg._param_for_mean
-
-        def broken(W_gc, cols):
-            out = real(W_gc, cols).clone()
-            out[6] = math.nan
-            return out
-
-        monkeypatch.setattr(gg, "_param_for_mean", broken)
+        monkeypatch.setattr(gg, "_param_for_mean", lambda W_gc, cols: spoil(real(W_gc, cols)))
         out = search_feature_modes(model, guide, x, n_starts=16, steps=300, seed=0)
     assert out["moved"].tolist() == [] and out["rejected"].tolist() == [6]
     torch.testing.assert_close(gg._W_param().detach(), before, rtol=0, atol=0)
+
+
+def test_a_blown_up_tilt_sd_is_searched_without_nan():
+    # what ended a calibration run (seed 45): one spike-and-slab entry's tilt sd had drifted
+    # to exp(17); the feature's current point was then garbage and the search wrote a mode
+    # whose point was NaN. With the tilt capped the feature is searched like any other
+    with pyro.settings.context(module_local_params=True):
+        x, W, model, guide = _planted("spikeslab")
+        gg = guide.globals_guide
+        with torch.no_grad():
+            gg.W_logsd_gk[6, 0] = 17.0
+        out = search_feature_modes(model, guide, x, n_starts=16, steps=300, seed=0)
+    assert out["moved"].tolist() == [6] and out["rejected"].tolist() == []
+    assert torch.isfinite(gg._W_point()).all()
+    assert (gg._W_point()[6] - W[6]).abs().max() < 0.15
 
 
 def test_a_fit_at_the_truth_does_not_move():

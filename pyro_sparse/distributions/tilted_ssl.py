@@ -279,6 +279,13 @@ class TiltedSpikeSlabLasso(TorchDistribution):
         self._pieces()  # with gradients where enabled; the bisection reads the cache
         sc = score.double().clamp(-self.SCORE_CLAMP, self.SCORE_CLAMP)
         w0 = self._quantile64(sc.detach())
+        with torch.no_grad():
+            # a wide tilt (its pieces' centres far out, the spike's mass near 0) needs more
+            # halvings than the bracket's first 10 before Newton takes over; redo where the
+            # point's normal score is off
+            off = (self._score64(w0) - sc.detach()).abs() > 1e-6
+            if bool(off.any()):
+                w0 = torch.where(off, self._quantile64(sc.detach(), bisect=40), w0)
         needs_grad = (sc.requires_grad or self.loc.requires_grad or self.scale.requires_grad
                       or self.eta.requires_grad)
         if not (torch.is_grad_enabled() and needs_grad):
@@ -297,7 +304,8 @@ class TiltedSpikeSlabLasso(TorchDistribution):
         search matches their log tail mass beyond the point to ``log Phi(-sc)`` (w >= 0) or
         ``log Phi(sc)`` (w < 0), with no ``ndtri`` in the loop. A Newton step that leaves the
         current bracket is replaced by its midpoint. Accurate to about 1e-11 in F for tilt
-        sds below 2, and 1e-8 beyond (the bracket then spans the pieces' far centres).
+        sds below 2; wider tilts (the bracket then spans the pieces' far centres) need more
+        halvings, which :meth:`from_normal_score` adds where the first pass is off.
         """
         with torch.no_grad():
             log_mass, m, sgn, s = self._pieces()

@@ -98,6 +98,11 @@ def test_moments_stay_accurate_for_a_wide_tilt(mu, s, lam0):
     x = q.sample((20_000,), generator=torch.Generator().manual_seed(1))
     ks = stats.kstest(x.numpy(), lambda t: q.cdf(torch.as_tensor(t)).numpy())
     assert ks.pvalue > 1e-3
+    # the quantile function (the copula guide's draws) as well: F(w(score)) = Phi(score)
+    sc = torch.randn(5000, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    w = q.from_normal_score(sc)
+    err = (q.cdf(w) - torch.distributions.Normal(0.0, 1.0).cdf(sc)).abs().max()
+    assert float(err) < 1e-6
 
 
 def test_float32_batches_and_expand():

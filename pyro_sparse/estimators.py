@@ -160,7 +160,10 @@ def _restart_in_worker(cls, params, ctx, seed):
     # one restart of ``cls(**params).fit`` in a worker process (see _Estimator.fit's n_jobs)
     est = cls(**params)
     dev = torch.device("cpu")
-    fit = est._fit_restart(ctx, seed, dev, as_rows(ctx["fit_arr"], dev))
+    try:
+        fit = est._fit_restart(ctx, seed, dev, as_rows(ctx["fit_arr"], dev))
+    except FloatingPointError as e:  # a diverged restart: the others may stand
+        return {"seed": seed, "failed": str(e)}
     out = {k: v for k, v in fit.items() if k not in ("model", "guide", "cand")}
     out["state"] = _numpy_state(fit["model"], fit["guide"])
     out["cand"] = None
@@ -333,14 +336,17 @@ class _Estimator:
             For bad data (naming row and column), bad arguments, or ``resume`` without a
             matching checkpoint.
         FloatingPointError
-            When the loss becomes NaN or infinite (the last checkpoint is kept).
+            When the loss becomes NaN or infinite (the last checkpoint is kept); with
+            ``n_restarts > 1``, only when it does so in every restart.
 
         Warns
         -----
         ConvergenceWarning
             When the loss was still falling materially over the last epochs
             (:func:`pyro_sparse.infer.loss_trend`; the numbers are kept in
-            ``fit_info_["loss_trend"]``): refit with more epochs.
+            ``fit_info_["loss_trend"]``): refit with more epochs. Also when some (not all)
+            restarts diverged: the fit is chosen among the others, and
+            ``fit_info_["failed_restarts"]`` lists each failed restart's seed and error.
         """
         epochs = check_positive_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
@@ -390,12 +396,30 @@ class _Estimator:
                     t.update(_module_tensors(*built[-1]))
                     write_checkpoint(checkpoint, t, dict(info, run_id=run_id))
 
-            fits = [self._fit_restart(
-                ctx, s, dev, x_ng, resume_state=resume_state,
-                on_epoch_end=save if checkpoint_every else None, on_built=built.append,
-                desc=f"{type(self).__name__} restart {r + 1}/{self.n_restarts}"
-                if self.n_restarts > 1 else type(self).__name__)
-                for r, s in enumerate(seeds)]
+            fits = []
+            for r, s in enumerate(seeds):
+                try:
+                    fits.append(self._fit_restart(
+                        ctx, s, dev, x_ng, resume_state=resume_state,
+                        on_epoch_end=save if checkpoint_every else None,
+                        on_built=built.append,
+                        desc=f"{type(self).__name__} restart {r + 1}/{self.n_restarts}"
+                        if self.n_restarts > 1 else type(self).__name__))
+                except FloatingPointError as e:
+                    if self.n_restarts == 1:
+                        raise
+                    fits.append({"seed": s, "failed": str(e)})
+        failed = [{"seed": int(f["seed"]), "error": f["failed"]} for f in fits if "failed" in f]
+        fits = [f for f in fits if "failed" not in f]
+        if not fits:
+            raise FloatingPointError(f"every restart diverged; restart seed {failed[0]['seed']}: "
+                                     f"{failed[0]['error']}")
+        if failed:
+            warnings.warn(
+                f"{len(failed)} of {self.n_restarts} restarts diverged (seeds "
+                f"{', '.join(str(f['seed']) for f in failed)}: {failed[0]['error']}); the fit "
+                "is chosen among the others. See fit_info_['failed_restarts']",
+                ConvergenceWarning, stacklevel=2)
         refined = [f for f in fits if f["cand"] is not None]
         if refined:
             # the same one-standard-error rule as between candidate supports: the sparsest
@@ -415,6 +439,7 @@ class _Estimator:
                            exclude_last=self._decay_epochs(epochs))
         self.fit_info_ = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=int(seed),
                               chosen_restart_seed=s, n_rows=int(fit_arr.shape[0]), **post,
+                              **({"failed_restarts": failed} if failed else {}),
                               loss_trend={k: (v if not isinstance(v, float) or math.isfinite(v)
                                               else None) for k, v in trend.items()})
         if trend["converged"] is False:
@@ -516,6 +541,9 @@ class _Estimator:
 
         fits = []
         for out in outs:
+            if "failed" in out:  # a diverged restart (see _restart_in_worker)
+                fits.append(out)
+                continue
             fit = dict(out)
             fit["model"], fit["guide"] = rebuild(out["state"], out["seed"])
             del fit["state"]

@@ -175,7 +175,10 @@ def _restart_in_worker(cls, params, ctx, seed):
 
 def _fit_in_worker(cls, params, X, seed, fit_kwargs):
     # a whole ``cls(**params).fit`` in a worker process (see _fit_many)
-    return cls(**params).fit(X, seed=seed, **fit_kwargs)._payload()
+    try:
+        return cls(**params).fit(X, seed=seed, **fit_kwargs)._payload()
+    except FloatingPointError as e:  # a diverged fit: the others may stand
+        return {"seed": seed, "failed": str(e)}
 
 
 def _worker_jobs(n_jobs, n_tasks: int, device, what: str) -> int:
@@ -209,19 +212,31 @@ def _in_workers(fn, tasks, jobs: int, progress: bool, desc: str, unit: str,
             bar.close()
 
 
-def _fit_many(cls, params_list, X, seeds, n_jobs, fit_kwargs, what="fits") -> list:
+def _fit_many(cls, params_list, X, seeds, n_jobs, fit_kwargs, what="fits"):
     # independent ``cls(**params).fit(X, seed=s, **fit_kwargs)``, one by one or in n_jobs
-    # spawned CPU workers with torch.get_num_threads() // n_jobs threads each; the fitted
-    # estimators come back in order (fit_restarts)
+    # spawned CPU workers with torch.get_num_threads() // n_jobs threads each. Returns the
+    # fitted estimators in order, their seeds, and the fits that diverged ({"seed",
+    # "error"}); the others stand (fit_restarts)
     jobs = _worker_jobs(n_jobs, len(seeds), fit_kwargs.get("device", "cpu"), what)
     if jobs == 1:
-        return [cls(**p).fit(X, seed=s, **fit_kwargs) for p, s in zip(params_list, seeds)]
-    quiet = dict(fit_kwargs, progress=False, device="cpu")
-    payloads = _in_workers(_fit_in_worker,
+        outs = []
+        for p, s in zip(params_list, seeds):
+            try:
+                outs.append(cls(**p).fit(X, seed=s, **fit_kwargs))
+            except FloatingPointError as e:
+                outs.append({"seed": s, "failed": str(e)})
+    else:
+        quiet = dict(fit_kwargs, progress=False, device="cpu")
+        outs = _in_workers(_fit_in_worker,
                            [(cls, p, X, s, quiet) for p, s in zip(params_list, seeds)], jobs,
                            fit_kwargs.get("progress", True), f"{cls.__name__} {what}", "fit",
                            stacklevel=3)  # user -> fit_restarts -> _fit_many
-    return [cls._from_payload(p) for p in payloads]
+        outs = [o if isinstance(o, dict) and "failed" in o else cls._from_payload(o)
+                for o in outs]
+    failed = [{"seed": int(o["seed"]), "error": o["failed"]} for o in outs
+              if isinstance(o, dict)]
+    kept = [(o, s) for o, s in zip(outs, seeds) if not isinstance(o, dict)]
+    return [o for o, _ in kept], [s for _, s in kept], failed
 
 
 class _Estimator:

@@ -7,10 +7,13 @@ identifiability check, see :func:`pyro_sparse.diagnostics.to_arviz`).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .diagnostics.support import corr
 from .estimators import _check_seed, _fit_many
+from .infer import ConvergenceWarning
 from .models.sparse_vae import check_positive_int
 
 __all__ = ["Restarts", "fit_restarts", "align_factors"]
@@ -70,6 +73,9 @@ class Restarts:
         |corr| between each aligned factor's encoder means and restart 0's (row 0 is 1).
     seeds_ : list of int
         The seed of each restart.
+    failed_restarts_ : list of dict
+        Restarts of :func:`fit_restarts` whose loss turned NaN (``seed``, ``error``): left
+        out of the restarts above, with a :class:`~pyro_sparse.ConvergenceWarning`.
     """
 
     def __init__(self, estimators, permutations, signs, alignment_corr, seeds):
@@ -78,6 +84,7 @@ class Restarts:
         self.signs_ = np.asarray(signs, dtype=float)
         self.alignment_corr_ = np.asarray(alignment_corr, dtype=float)
         self.seeds_ = list(seeds)
+        self.failed_restarts_ = []
 
     def __len__(self):
         return len(self.estimators_)
@@ -151,6 +158,17 @@ def fit_restarts(estimator, X, n_restarts: int = 4, seed: int = 0, n_jobs: int =
     Returns
     -------
     Restarts
+        Without the restarts whose loss turned NaN (listed in ``failed_restarts_``).
+
+    Raises
+    ------
+    FloatingPointError
+        When every restart diverged.
+
+    Warns
+    -----
+    ConvergenceWarning
+        When some restarts diverged; the others are aligned to the first of them.
     """
     R = check_positive_int(n_restarts, "n_restarts")
     _check_seed(seed)
@@ -158,7 +176,17 @@ def fit_restarts(estimator, X, n_restarts: int = 4, seed: int = 0, n_jobs: int =
     if "n_restarts" in params:
         params["n_restarts"] = 1
     seeds = [int(seed) + r for r in range(R)]
-    fits = _fit_many(type(estimator), [params] * R, X, seeds, n_jobs, fit_kwargs, "restarts")
+    fits, seeds, failed = _fit_many(type(estimator), [params] * R, X, seeds, n_jobs,
+                                    fit_kwargs, "restarts")
+    if not fits:
+        raise FloatingPointError(f"every restart diverged; restart seed {failed[0]['seed']}: "
+                                 f"{failed[0]['error']}")
+    if failed:
+        warnings.warn(
+            f"{len(failed)} of {R} restarts diverged (seeds "
+            f"{', '.join(str(f['seed']) for f in failed)}: {failed[0]['error']}); the others "
+            "are kept, aligned to the first of them. See Restarts.failed_restarts_",
+            ConvergenceWarning, stacklevel=2)
     z_ref = fits[0].transform(X)
     perms, signs, corrs = [], [], []
     for est in fits:
@@ -166,4 +194,6 @@ def fit_restarts(estimator, X, n_restarts: int = 4, seed: int = 0, n_jobs: int =
         perms.append(p)
         signs.append(s)
         corrs.append(c)
-    return Restarts(fits, perms, signs, corrs, seeds)
+    out = Restarts(fits, perms, signs, corrs, seeds)
+    out.failed_restarts_ = failed
+    return out

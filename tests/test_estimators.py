@@ -101,31 +101,12 @@ def test_restarts_keep_the_best_elbo(data):
     assert m.fit_info_["chosen_restart_seed"] in (10, 11)
 
 
-def _diverging(monkeypatch, bad_seeds):
-    # restarts with these seeds diverge (as a fit whose loss turns NaN does)
-    real = ps.SparseVAE._fit_restart
-
-    def fit_restart(self, ctx, s, *args, **kwargs):
-        if s in bad_seeds:
-            raise FloatingPointError(f"loss became nan at epoch 0, step 1 (seed {s})")
-        return real(self, ctx, s, *args, **kwargs)
-
-    monkeypatch.setattr(ps.SparseVAE, "_fit_restart", fit_restart)
-
-
 @pytest.mark.parametrize("in_workers", [False, True], ids=["serial", "worker path"])
-def test_a_diverged_restart_does_not_lose_the_others(data, monkeypatch, tmp_path, in_workers):
-    from pyro_sparse import estimators
-
-    _diverging(monkeypatch, {11})
-    n_jobs = 1
-    if in_workers:  # the worker path, run in this process so that the patch applies
-        n_jobs = 2
-        monkeypatch.setattr(estimators, "_in_workers",
-                            lambda fn, tasks, *a, **k: [fn(*t) for t in tasks])
+def test_a_diverged_restart_does_not_lose_the_others(data, diverging, tmp_path, in_workers):
+    diverging({11}, in_workers)
     m = ps.SparseVAE(n_factors=2, hidden_dim=8, n_restarts=2)
     with pytest.warns(ps.ConvergenceWarning, match="1 of 2 restarts diverged .seeds 11"):
-        m.fit(data.X, epochs=2, seed=10, progress=False, n_jobs=n_jobs)
+        m.fit(data.X, epochs=2, seed=10, progress=False, n_jobs=2 if in_workers else 1)
     assert m.fit_info_["chosen_restart_seed"] == 10
     assert m.fit_info_["failed_restarts"] == [
         {"seed": 11, "error": "loss became nan at epoch 0, step 1 (seed 11)"}]
@@ -134,8 +115,8 @@ def test_a_diverged_restart_does_not_lose_the_others(data, monkeypatch, tmp_path
     assert ps.SparseVAE.load(tmp_path / "m").fit_info_["failed_restarts"][0]["seed"] == 11
 
 
-def test_every_restart_diverged_or_a_single_fit_raises(data, monkeypatch):
-    _diverging(monkeypatch, {10, 11})
+def test_every_restart_diverged_or_a_single_fit_raises(data, diverging):
+    diverging({10, 11})
     m = ps.SparseVAE(n_factors=2, hidden_dim=8, n_restarts=2)
     with pytest.raises(FloatingPointError, match="every restart diverged; restart seed 10"):
         m.fit(data.X, epochs=2, seed=10, progress=False)

@@ -46,6 +46,23 @@ def test_fit_restarts_chains_and_template_untouched():
         ps.fit_restarts(template, d.X, n_restarts=0)
 
 
+@pytest.mark.parametrize("in_workers", [False, True], ids=["serial", "worker path"])
+def test_fit_restarts_keeps_the_restarts_that_did_not_diverge(diverging, in_workers):
+    d = ps.datasets.paper_synthetic(n=200, seed=1)
+    template = ps.SparseVAE(n_factors=3, hidden_dim=8)
+    diverging({7}, in_workers)  # the first restart diverges: align to the next
+    with pytest.warns(ps.ConvergenceWarning, match="1 of 3 restarts diverged .seeds 7"):
+        R = ps.fit_restarts(template, d.X, n_restarts=3, seed=7, epochs=2, progress=False,
+                            n_jobs=2 if in_workers else 1)
+    assert len(R) == 2 and R.seeds_ == [8, 9]
+    assert R.failed_restarts_ == [{"seed": 7, "error": "loss became nan at epoch 0, step 1 "
+                                   "(seed 7)"}]
+    np.testing.assert_array_equal(R.permutations_[0], np.arange(3))
+    diverging({7, 8})
+    with pytest.raises(FloatingPointError, match="every restart diverged; restart seed 7"):
+        ps.fit_restarts(template, d.X, n_restarts=2, seed=7, epochs=2, progress=False)
+
+
 def test_fit_restarts_in_processes_equals_serial():
     # each restart is seeded as in a serial run; at one thread per fit the fits are the same
     # (refinement on: its held-out scores and support mask travel back too)

@@ -156,14 +156,38 @@ def _numpy_state(model, guide) -> dict:
     return {k: v.detach().cpu().numpy() for k, v in _module_tensors(model, guide).items()}
 
 
+def _diverged(seed, err) -> dict:
+    # what stands in for a fit whose loss turned NaN (FloatingPointError): the others may stand
+    return {"seed": int(seed), "error": str(err)}
+
+
+def _is_diverged(out) -> bool:
+    return isinstance(out, dict) and set(out) == {"seed", "error"}
+
+
+def _drop_diverged(outs, hint: str, stacklevel: int):
+    """Split fits from :func:`_diverged` markers: (kept, failed). Raises FloatingPointError
+    when every fit diverged; warns (ConvergenceWarning, ending with ``hint``) when some did."""
+    failed = [o for o in outs if _is_diverged(o)]
+    kept = [o for o in outs if not _is_diverged(o)]
+    if not kept:
+        raise FloatingPointError(f"every restart diverged; restart seed {failed[0]['seed']}: "
+                                 f"{failed[0]['error']}")
+    if failed:
+        warnings.warn(f"{len(failed)} of {len(outs)} restarts diverged (seeds "
+                      f"{', '.join(str(f['seed']) for f in failed)}: {failed[0]['error']}); "
+                      f"{hint}", ConvergenceWarning, stacklevel=stacklevel + 1)
+    return kept, failed
+
+
 def _restart_in_worker(cls, params, ctx, seed):
     # one restart of ``cls(**params).fit`` in a worker process (see _Estimator.fit's n_jobs)
     est = cls(**params)
     dev = torch.device("cpu")
     try:
         fit = est._fit_restart(ctx, seed, dev, as_rows(ctx["fit_arr"], dev))
-    except FloatingPointError as e:  # a diverged restart: the others may stand
-        return {"seed": seed, "failed": str(e)}
+    except FloatingPointError as e:
+        return _diverged(seed, e)
     out = {k: v for k, v in fit.items() if k not in ("model", "guide", "cand")}
     out["state"] = _numpy_state(fit["model"], fit["guide"])
     out["cand"] = None
@@ -177,8 +201,8 @@ def _fit_in_worker(cls, params, X, seed, fit_kwargs):
     # a whole ``cls(**params).fit`` in a worker process (see _fit_many)
     try:
         return cls(**params).fit(X, seed=seed, **fit_kwargs)._payload()
-    except FloatingPointError as e:  # a diverged fit: the others may stand
-        return {"seed": seed, "failed": str(e)}
+    except FloatingPointError as e:
+        return _diverged(seed, e)
 
 
 def _worker_jobs(n_jobs, n_tasks: int, device, what: str) -> int:
@@ -212,11 +236,11 @@ def _in_workers(fn, tasks, jobs: int, progress: bool, desc: str, unit: str,
             bar.close()
 
 
-def _fit_many(cls, params_list, X, seeds, n_jobs, fit_kwargs, what="fits"):
+def _fit_many(cls, params_list, X, seeds, n_jobs, fit_kwargs, what="fits") -> list:
     # independent ``cls(**params).fit(X, seed=s, **fit_kwargs)``, one by one or in n_jobs
-    # spawned CPU workers with torch.get_num_threads() // n_jobs threads each. Returns the
-    # fitted estimators in order, their seeds, and the fits that diverged ({"seed",
-    # "error"}); the others stand (fit_restarts)
+    # spawned CPU workers with torch.get_num_threads() // n_jobs threads each; the fitted
+    # estimators come back in order, a _diverged marker in place of a fit whose loss turned
+    # NaN (fit_restarts)
     jobs = _worker_jobs(n_jobs, len(seeds), fit_kwargs.get("device", "cpu"), what)
     if jobs == 1:
         outs = []
@@ -224,19 +248,15 @@ def _fit_many(cls, params_list, X, seeds, n_jobs, fit_kwargs, what="fits"):
             try:
                 outs.append(cls(**p).fit(X, seed=s, **fit_kwargs))
             except FloatingPointError as e:
-                outs.append({"seed": s, "failed": str(e)})
+                outs.append(_diverged(s, e))
     else:
         quiet = dict(fit_kwargs, progress=False, device="cpu")
         outs = _in_workers(_fit_in_worker,
                            [(cls, p, X, s, quiet) for p, s in zip(params_list, seeds)], jobs,
                            fit_kwargs.get("progress", True), f"{cls.__name__} {what}", "fit",
                            stacklevel=3)  # user -> fit_restarts -> _fit_many
-        outs = [o if isinstance(o, dict) and "failed" in o else cls._from_payload(o)
-                for o in outs]
-    failed = [{"seed": int(o["seed"]), "error": o["failed"]} for o in outs
-              if isinstance(o, dict)]
-    kept = [(o, s) for o, s in zip(outs, seeds) if not isinstance(o, dict)]
-    return [o for o, _ in kept], [s for _, s in kept], failed
+        outs = [o if _is_diverged(o) else cls._from_payload(o) for o in outs]
+    return outs
 
 
 class _Estimator:
@@ -423,18 +443,9 @@ class _Estimator:
                 except FloatingPointError as e:
                     if self.n_restarts == 1:
                         raise
-                    fits.append({"seed": s, "failed": str(e)})
-        failed = [{"seed": int(f["seed"]), "error": f["failed"]} for f in fits if "failed" in f]
-        fits = [f for f in fits if "failed" not in f]
-        if not fits:
-            raise FloatingPointError(f"every restart diverged; restart seed {failed[0]['seed']}: "
-                                     f"{failed[0]['error']}")
-        if failed:
-            warnings.warn(
-                f"{len(failed)} of {self.n_restarts} restarts diverged (seeds "
-                f"{', '.join(str(f['seed']) for f in failed)}: {failed[0]['error']}); the fit "
-                "is chosen among the others. See fit_info_['failed_restarts']",
-                ConvergenceWarning, stacklevel=2)
+                    fits.append(_diverged(s, e))
+        fits, failed = _drop_diverged(fits, "the fit is chosen among the others. See "
+                                      "fit_info_['failed_restarts']", stacklevel=2)
         refined = [f for f in fits if f["cand"] is not None]
         if refined:
             # the same one-standard-error rule as between candidate supports: the sparsest
@@ -556,7 +567,7 @@ class _Estimator:
 
         fits = []
         for out in outs:
-            if "failed" in out:  # a diverged restart (see _restart_in_worker)
+            if _is_diverged(out):
                 fits.append(out)
                 continue
             fit = dict(out)
@@ -1379,8 +1390,7 @@ class SparseVAE(_Estimator):
                        progress=ctx["progress"], desc="feature modes", lr_decay=self.lr_decay)
         record = dict(n_starts=self.feature_mode_starts, moved=out["moved"].tolist(),
                       rejected=out["rejected"].tolist(), gain=out["gain_g"].tolist(),
-                      rows_used=out["rows_used"],
-                      epochs=epochs)
+                      rows_used=out["rows_used"], epochs=epochs)
         return list(more), record
 
     def _reseed(self, model, guide, x_ng, ctx, seed):

@@ -7,13 +7,10 @@ identifiability check, see :func:`pyro_sparse.diagnostics.to_arviz`).
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from .diagnostics.support import corr
-from .estimators import _check_seed, _fit_many
-from .infer import ConvergenceWarning
+from .estimators import _check_seed, _drop_diverged, _fit_many, _is_diverged
 from .models.sparse_vae import check_positive_int
 
 __all__ = ["Restarts", "fit_restarts", "align_factors"]
@@ -176,17 +173,10 @@ def fit_restarts(estimator, X, n_restarts: int = 4, seed: int = 0, n_jobs: int =
     if "n_restarts" in params:
         params["n_restarts"] = 1
     seeds = [int(seed) + r for r in range(R)]
-    fits, seeds, failed = _fit_many(type(estimator), [params] * R, X, seeds, n_jobs,
-                                    fit_kwargs, "restarts")
-    if not fits:
-        raise FloatingPointError(f"every restart diverged; restart seed {failed[0]['seed']}: "
-                                 f"{failed[0]['error']}")
-    if failed:
-        warnings.warn(
-            f"{len(failed)} of {R} restarts diverged (seeds "
-            f"{', '.join(str(f['seed']) for f in failed)}: {failed[0]['error']}); the others "
-            "are kept, aligned to the first of them. See Restarts.failed_restarts_",
-            ConvergenceWarning, stacklevel=2)
+    outs = _fit_many(type(estimator), [params] * R, X, seeds, n_jobs, fit_kwargs, "restarts")
+    seeds = [s for s, o in zip(seeds, outs) if not _is_diverged(o)]
+    fits, failed = _drop_diverged(outs, "the others are kept, aligned to the first of them. "
+                                  "See Restarts.failed_restarts_", stacklevel=2)
     z_ref = fits[0].transform(X)
     perms, signs, corrs = [], [], []
     for est in fits:

@@ -103,6 +103,13 @@ VARIANTS = {
     "SparseVAE-refine-modes16": ("SparseVAE", {"refine_support": True,
                                                "feature_mode_starts": 16}),
     "VAE-constlr": ("VAE", {"beta": 1.0, "lr_decay": 0.0}),
+    # 2026-12-07: the learned factor correlation with re-seeding (against split copies)
+    "SparseVAE-corr5-reseed3": ("SparseVAE", {"factor_correlation": True,
+                                              "lkj_concentration": 5.0, "reseed_rounds": 3}),
+    "SparseVAE-corr5-refine-reseed3": ("SparseVAE", {"refine_support": True,
+                                                     "factor_correlation": True,
+                                                     "lkj_concentration": 5.0,
+                                                     "reseed_rounds": 3}),
 }
 DEFAULT_VARIANTS = ["SparseVAE", "SparseVAE-Slab", "VAE", "beta-VAE(2)", "beta-VAE(4)"]
 # the default Sparse VAE with PyTorch's fp32 matmuls run on bf16 inputs

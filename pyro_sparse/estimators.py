@@ -18,7 +18,12 @@ import numpy as np
 import pyro
 import torch
 
-from .distributions import PSTAR_VARIANTS, calibrate_sigma_prior, estimated_support
+from .distributions import (
+    PSTAR_VARIANTS,
+    calibrate_sigma_prior,
+    check_spike_rates,
+    estimated_support,
+)
 from .guides import W_GUIDES, make_guide
 from .infer import (
     INITS,
@@ -259,6 +264,22 @@ def _fit_many(cls, params_list, X, seeds, n_jobs, fit_kwargs, what="fits") -> li
     return outs
 
 
+def _warn_duplicate_names(names, what):
+    # a feature name used twice: fit works on positions, but the diagnostics index by name
+    first, dups = {}, {}
+    for i, n in enumerate(names):
+        if n in first:
+            dups.setdefault(n, [first[n]]).append(i)
+        else:
+            first[n] = i
+    if dups:
+        shown = "; ".join(f"{n!r} at columns {cols}" for n, cols in list(dups.items())[:3])
+        warnings.warn(f"{what} has {len(dups)} duplicated feature name(s) ({shown}); the fit "
+                      "uses column positions, but to_arviz coordinates and the anchor report "
+                      "name features, so make the names unique to tell them apart",
+                      UserWarning, stacklevel=4)
+
+
 class _Estimator:
     """Shared fit / transform / reconstruct / save / load of the amortised VAEs."""
 
@@ -311,6 +332,8 @@ class _Estimator:
                 raise ValueError(f"{what} feature names differ from those seen in fit; first "
                                  f"differences (column, given, expected): {diff}")
         check_data(arr, self.likelihood, names, what, fitting=not fitted)
+        if not fitted and names is not None:
+            _warn_duplicate_names(names, what)
         return arr, names
 
     def _check_fitted(self):
@@ -1190,6 +1213,7 @@ class SparseVAE(_Estimator):
         self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
         self.lambda0 = _check_float(lambda0, "lambda0", 0.0)
         self.lambda1 = _check_float(lambda1, "lambda1", 0.0)
+        check_spike_rates(self.lambda0, self.lambda1)
         self.a = _check_float(a, "a", 0.0)
         self.b = None if b is None else _check_float(b, "b", 0.0)
         if not isinstance(w_guide, str) or w_guide not in W_GUIDES:

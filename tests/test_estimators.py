@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,19 @@ def test_inputs_numpy_torch_dataframe(data, fitted):
         m.transform(df.rename(columns={"x3": "gene3"}))
     with pytest.raises(TypeError, match="non-numeric column"):
         m.fit(df.assign(x1="a"), epochs=1, progress=False)
+
+
+def test_duplicate_feature_names_warn(data):
+    df = pd.DataFrame(data.X, columns=["a", "b", "a", "c", "d", "b", "e"])
+    with pytest.warns(UserWarning, match=r"2 duplicated feature name\(s\) \('a' at columns "
+                                         r"\[0, 2\]; 'b' at columns \[1, 5\]\)") as rec:
+        m = ps.SparseVAE(n_factors=2, hidden_dim=8).fit(df, epochs=1, progress=False)
+    dup = [w for w in rec if "duplicated feature name" in str(w.message)]
+    assert len(dup) == 1 and dup[0].filename == __file__  # once, at the user's call
+    assert m.feature_names_in_ == list(df.columns)  # kept as given, nothing renamed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        m.transform(df)  # said once, at fit
 
 
 def test_same_seed_same_loadings(data):
@@ -149,6 +163,7 @@ def test_wrong_feature_count_in_transform(fitted):
     (dict(likelihood="poisson?"), ValueError, "unknown likelihood"),
     (dict(w_guide="laplace"), ValueError, "unknown w_guide"),
     (dict(lambda0=0), ValueError, "lambda0 must be > 0"),
+    (dict(lambda0=0.5, lambda1=1.0), ValueError, r"lambda0 \(spike rate, 0.5\) must be >= lambda1"),
     (dict(warmup=2.0), ValueError, "warmup"),
     (dict(lr_decay=-0.1), ValueError, "lr_decay"),
     (dict(lr_decay=1.5), ValueError, "lr_decay"),

@@ -153,8 +153,9 @@ class AnchorReport:
             if row["unused"]:
                 continue
             a1 = "A1 holds" if row["a1"] else "A1 FAILS (fewer than 2 anchors)"
+            n_anc = row["n_anchors"]
             lines.append(f"  {row['factor']}: eta={row['eta']:.3f}, {row['n_support']} "
-                         f"features, {row['n_anchors']} anchors - {a1}")
+                         f"features, {n_anc} anchor{'' if n_anc == 1 else 's'} - {a1}")
             sub = self.table[self.table["factor"] == row["factor"]]
             for _, a in sub.iterrows():
                 lines.append(f"      {a['feature']:<20} P(anchor)={a['anchor_prob']:.2f}  "
@@ -228,7 +229,8 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
     ----------
     model : fitted SparseVAE, or Restarts (draws of all restarts are pooled after alignment)
     truth : array of bool, shape (G, J), optional
-        True support. Estimated factors are matched to true ones by the encoder means when
+        True support (a numeric matrix is read as nonzero = in the support, so the true W
+        works too). Estimated factors are matched to true ones by the encoder means when
         ``z_true`` and ``X`` are given (used factors first: an unused factor's code can
         still correlate with the truth, e.g. through a learned factor correlation), else by
         support overlap.
@@ -307,7 +309,12 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
             notes.append(str(residual))
     scores = None
     if truth is not None:
-        St = np.asarray(truth).astype(bool)
+        St = np.asarray(truth)
+        if St.dtype.kind not in "biuf" or (St.dtype.kind == "f" and np.isnan(St).any()):
+            raise ValueError("truth must be a numeric or boolean support matrix without NaN "
+                             f"(nonzero = in the support), got dtype {St.dtype}"
+                             + (" with NaN" if St.dtype.kind == "f" else ""))
+        St = St.astype(bool)
         if St.ndim != 2 or St.shape[0] != G:
             raise ValueError(f"truth must be a (G={G}, J) support matrix, got shape {St.shape}")
         if z_true is not None and codes is not None:

@@ -22,11 +22,32 @@ __all__ = [
     "SpikeSlabLasso",
     "PSTAR_VARIANTS",
     "estimated_support",
+    "check_spike_rates",
 ]
 
 PSTAR_VARIANTS = ("standard", "authors")
 
 _EPS = 1e-10
+
+
+def check_spike_rates(lambda0: float, lambda1: float) -> None:
+    """Raise unless the spike is at least as concentrated as the slab (``lambda0 >= lambda1``).
+
+    Parameters
+    ----------
+    lambda0, lambda1 : float
+        Spike and slab Laplace rates, both already checked to be positive.
+
+    Raises
+    ------
+    ValueError
+        When ``lambda0 < lambda1``: the "spike" would then be the wider component, and every
+        inclusion probability p* would say the opposite of what it means. ``lambda0 ==
+        lambda1`` is allowed (a single Laplace prior, the paper's Slab variant).
+    """
+    if lambda0 < lambda1:
+        raise ValueError(f"lambda0 (spike rate, {lambda0}) must be >= lambda1 (slab rate, "
+                         f"{lambda1}): the spike is the narrower Laplace component")
 
 
 def laplace_log_density(w: torch.Tensor, lam: float, normalised: bool = True) -> torch.Tensor:

@@ -13,7 +13,13 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from ..distributions import PSTAR_VARIANTS, SigmaPrior, SpikeSlabLasso, inclusion_prob
+from ..distributions import (
+    PSTAR_VARIANTS,
+    SigmaPrior,
+    SpikeSlabLasso,
+    check_spike_rates,
+    inclusion_prob,
+)
 from ..likelihoods import check_library, check_likelihood, dispersion_parameter
 from ..nn import SparseDecoder
 from ._register import observe, register_params
@@ -118,6 +124,7 @@ class SparseVAEModel(torch.nn.Module):
             raise ValueError("pstar='authors' needs marginalize='mixture'")
         if not (lambda0 > 0 and lambda1 > 0):
             raise ValueError(f"lambda0 and lambda1 must be > 0, got {lambda0}, {lambda1}")
+        check_spike_rates(lambda0, lambda1)
         if not (a > 0):
             raise ValueError(f"a must be > 0, got {a}")
         b = float(self.n_features) if b is None else b

@@ -67,6 +67,7 @@ def test_report_on_known_support():
     np.testing.assert_allclose(rep.table["anchor_prob"].iloc[0], 0.99 * 0.99 * 1.0)
     text = str(rep)
     assert "A1 FAILS" in text and "factor_2" in text and "MAP fit" in text
+    assert "1 anchor - A1 FAILS" in text  # factor_1 has one anchor: singular
     np.testing.assert_array_equal(prune_factors(fake), [0, 1])
     # against the truth, factors given in another order
     truth = np.array([[0, 1], [0, 1], [1, 0], [1, 1], [0, 0]], bool)
@@ -77,6 +78,13 @@ def test_report_on_known_support():
     assert "F1 1.00" in str(rep)
     with pytest.raises(ValueError, match="support matrix"):
         anchor_report(fake, truth=truth[:3])
+    # a true W reads as its support (nonzero); NaN in it is refused, not read as True
+    W_true = np.where(truth, 0.7, 0.0)
+    assert anchor_report(fake, truth=W_true, num_samples=3).scores["f1"] == 1.0
+    with pytest.raises(ValueError, match="without NaN"):
+        anchor_report(fake, truth=np.where(truth, np.nan, 0.0))
+    with pytest.raises(ValueError, match="dtype <U"):
+        anchor_report(fake, truth=truth.astype(str))
     with pytest.raises(ValueError, match="threshold"):
         anchor_report(fake, threshold=1.5)
 

@@ -70,3 +70,16 @@ def test_match_factors_prefer_takes_used_columns_first():
     assert m[1] == 2 and m[0] == 0
     with pytest.raises(ValueError, match="prefer has 2 entries"):
         match_factors(z, codes, prefer=[True, True])
+
+
+def test_dci_input_errors_name_the_argument():
+    rng = np.random.default_rng(0)
+    codes, factors = rng.normal(size=(20, 2)), rng.normal(size=(20, 2))
+    with pytest.raises(ValueError, match="codes_nk has 20 rows but factors_nj has 19"):
+        dci(codes, factors[:19])
+    with pytest.raises(ValueError, match=r"factors_nj must be a 2-D array .* shape \(20,\)"):
+        dci(codes, factors[:, 0])
+    bad = codes.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="codes_nk has 1 non-finite value.*row 3, column 1"):
+        dci(bad, factors)

@@ -9,6 +9,7 @@ from pyro_sparse.distributions import (
     SpikeSlabLasso,
     adaptive_lasso_penalty,
     calibrate_sigma_prior,
+    check_spike_rates,
     eta_mstep,
     inclusion_prob,
     ssl_log_prob,
@@ -107,3 +108,10 @@ def test_calibrate_sigma_prior():
     assert nu == 3.0
     assert xi == pytest.approx(0.1948 * 1.05**2, rel=1e-6)
     assert calibrate_sigma_prior(np.zeros(5))[1] == pytest.approx(0.1948e-6)
+
+
+def test_spike_rates_check():
+    check_spike_rates(10.0, 1.0)
+    check_spike_rates(1.0, 1.0)  # one Laplace: the Slab variant
+    with pytest.raises(ValueError, match=r"lambda0 \(spike rate, 0.5\) must be >= lambda1"):
+        check_spike_rates(0.5, 1.0)

@@ -127,6 +127,7 @@ def test_stale_param_store_is_reported():
     (dict(marginalize="sample"), "marginalize"),
     (dict(pstar="x"), "pstar"),
     (dict(lambda0=-1.0), "lambda0"),
+    (dict(lambda0=0.5, lambda1=2.0), "must be >= lambda1"),
     (dict(pstar="authors", marginalize="enumerate"), "needs marginalize='mixture'"),
 ])
 def test_model_argument_errors(kwargs, match):

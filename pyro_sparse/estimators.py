@@ -264,6 +264,21 @@ def _fit_many(cls, params_list, X, seeds, n_jobs, fit_kwargs, what="fits") -> li
     return outs
 
 
+def _check_config_agrees(cfg: dict) -> None:
+    # the estimator's parameters, the model's shapes and the feature names must tell one story
+    mc, params = cfg["model_config"], cfg["params"]
+    for key in ("n_factors", "hidden_dim", "likelihood"):
+        if key in mc and mc[key] != params.get(key):
+            raise ValueError(f"{key} is {params.get(key)!r} in params but {mc[key]!r} in "
+                             "model_config")
+    n = int(cfg["n_features"])
+    if "n_features" in mc and mc["n_features"] != n:
+        raise ValueError(f"n_features is {n} but model_config says {mc['n_features']}")
+    names = cfg.get("feature_names")
+    if names is not None and len(names) != n:
+        raise ValueError(f"{len(names)} feature names for {n} features")
+
+
 def _warn_duplicate_names(names, what):
     # a feature name used twice: fit works on positions, but the diagnostics index by name
     first, dups = {}, {}
@@ -992,6 +1007,7 @@ class _Estimator:
         est = cls(**cfg["params"])
         if not isinstance(cfg["model_config"], dict):
             raise TypeError("model_config is not a mapping")
+        _check_config_agrees(cfg)
         model, guide = est._build(cfg["model_config"], torch.device("cpu"), 0)
         _load_state(model, guide, tensors)
         est.model_, est.guide_ = model.to(dev).eval(), guide.to(dev).eval()

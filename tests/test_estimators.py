@@ -248,6 +248,24 @@ def test_load_errors(fitted, tmp_path):
         ps.VAE.load(path2)
 
 
+@pytest.mark.parametrize("edit,match", [
+    (lambda c: c["params"].update(hidden_dim=c["params"]["hidden_dim"] + 1),
+     "hidden_dim is .* in params but .* in model_config"),
+    (lambda c: c.update(n_features=c["n_features"] + 1), "n_features is .* but model_config"),
+    (lambda c: c.update(feature_names=c["feature_names"][:-1]), "6 feature names for 7"),
+    (lambda c: c["params"].update(lambda0=0.1), r"lambda0 \(spike rate, 0.1\) must be >="),
+])
+def test_load_refuses_a_config_that_disagrees_with_itself(fitted, data, tmp_path, edit, match):
+    # a hand-edited config.json whose parts disagree is refused at load, not at first use
+    path = fitted.save(tmp_path / "m")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["feature_names"] = cfg["feature_names"] or [f"f{i}" for i in range(cfg["n_features"])]
+    edit(cfg)
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="corrupt or from an incompatible version: " + match):
+        ps.SparseVAE.load(path)
+
+
 def test_crafted_pickle_is_never_loaded(fitted, tmp_path):
     import pickle
 

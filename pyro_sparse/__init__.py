@@ -29,5 +29,15 @@ __all__ = [
     "likelihoods",
     "models",
     "nn",
+    "plots",
     "__version__",
 ]
+
+
+def __getattr__(name):
+    # ``ps.plots`` imports matplotlib on first use, so ``import pyro_sparse`` stays light
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module(".plots", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,3 +29,18 @@ def test_lazy_imports_still_work():
     mixed = z @ np.array([[1.0, 1.0], [1.0, -1.0]])
     assert ps.diagnostics.mig(z, z)["mig"] > ps.diagnostics.mig(mixed, z)["mig"] + 0.3
     assert list(ps.diagnostics.match_factors(z, z[:, ::-1])) == [1, 0]
+
+
+def test_plots_attribute_loads_on_first_use():
+    code = ("import sys, pyro_sparse as ps; before = 'pyro_sparse.plots' in sys.modules; "
+            "f = ps.plots.plot_loadings; print(before, 'pyro_sparse.plots' in sys.modules, "
+            "callable(f))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "True", "True"]
+    import pytest
+
+    import pyro_sparse as ps
+
+    with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
+        _ = ps.no_such_thing

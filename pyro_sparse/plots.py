@@ -14,6 +14,34 @@ __all__ = ["plot_loadings", "plot_anchor_curves", "plot_forest", "plot_loss", "p
            "plot_k_selection"]
 
 
+def _check_names(names, n, what):
+    # a label list must give one label per row / column of the figure
+    if names is not None and len(names) != n:
+        raise ValueError(f"{what} has {len(names)} names for {n} entries")
+
+
+def _check_prob(value, name):
+    if not (isinstance(value, (int, float)) and 0.0 < float(value) < 1.0):
+        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+    return float(value)
+
+
+def _select_features(da, features, what="features"):
+    # the named features of a DataTree variable, with the unknown ones named
+    if features is None:
+        return da
+    if isinstance(features, str):
+        features = [features]
+    known = [str(f) for f in da["feature"].values]
+    missing = [f for f in features if str(f) not in known]
+    if missing:
+        raise ValueError(f"{what}: unknown feature(s) {missing[:5]}; the DataTree has "
+                         f"{known[:10]}{' ...' if len(known) > 10 else ''}")
+    if len(features) == 0:
+        raise ValueError(f"{what} is empty")
+    return da.sel(feature=list(features))
+
+
 def _figure(figsize):
     from matplotlib.figure import Figure
 
@@ -39,7 +67,14 @@ def plot_loadings(loadings_gk, inclusion_gk=None, feature_names=None, factor_nam
     from matplotlib.patches import Rectangle
 
     W = np.asarray(loadings_gk, float)
+    if W.ndim != 2:
+        raise ValueError(f"loadings_gk must be a (G, K) matrix, got shape {W.shape}")
     G, K = W.shape
+    _check_names(feature_names, G, "feature_names")
+    _check_names(factor_names, K, "factor_names")
+    if inclusion_gk is not None and np.shape(inclusion_gk) != W.shape:
+        raise ValueError(f"inclusion_gk has shape {np.shape(inclusion_gk)} but loadings_gk "
+                         f"has {W.shape}")
     fig = _figure((1.2 + 0.9 * K, 1.0 + 0.35 * G))
     ax = fig.add_subplot()
     lim = float(np.abs(W).max()) or 1.0
@@ -81,8 +116,19 @@ def plot_anchor_curves(estimator, X, features, factor_of, feature_names=None, gr
     matplotlib.figure.Figure
     """
     Xa = np.asarray(X, float)
+    features, factor_of = list(features), list(factor_of)
+    n, G = len(features), Xa.shape[1]
+    if n == 0 or len(factor_of) != n:
+        raise ValueError(f"features and factor_of must pair up one to one, got {n} features "
+                         f"and {len(factor_of)} factors")
+    K = getattr(estimator, "n_factors", None)
+    for what, idx, size in (("features", features, G), ("factor_of", factor_of, K)):
+        bad = [i for i in idx if not isinstance(i, (int, np.integer))
+               or (size is not None and not 0 <= i < size)]
+        if bad:
+            raise ValueError(f"{what} must be column indices in [0, {size}), got {bad[:5]}")
+    _check_names(feature_names, G, "feature_names")
     Z = estimator.transform(Xa)
-    n = len(features)
     fig = _figure((3.0 * n, 2.8))
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, g, k in zip(axes, features, factor_of):
@@ -128,16 +174,19 @@ def plot_forest(dt, factor, prob: float = 0.9, features=None, threshold: float =
     -------
     matplotlib.figure.Figure
     """
+    prob = _check_prob(prob, "prob")
+    threshold = _check_prob(threshold, "threshold")
     post = _group(dt, "posterior")
     if "W" not in post:
         raise ValueError("the posterior has no W (a VAE has no loadings)")
     name = factor if isinstance(factor, str) else f"factor_{int(factor)}"
-    if name not in list(post["factor"].values):
-        raise ValueError(f"unknown factor {factor!r}; the model has {list(post['factor'].values)}")
+    known = [str(f) for f in post["factor"].values]
+    if name not in known:
+        raise ValueError(f"unknown factor {factor!r}; the model has {known}")
     W = post["W"].sel(factor=name)
     P = post["inclusion"].sel(factor=name).mean(("chain", "draw"))
-    if features is not None:
-        W, P = W.sel(feature=list(features)), P.sel(feature=list(features))
+    W = _select_features(W, features)
+    P = P.sel(feature=W["feature"].values)
     feats = [str(f) for f in W["feature"].values]
     C = W.sizes["chain"]
     lo_q, hi_q = (1 - prob) / 2, 1 - (1 - prob) / 2
@@ -181,6 +230,12 @@ def plot_loss(dt_or_history, start: int = 0):
         loss = np.atleast_2d(_group(dt_or_history, "sample_stats")["loss"].values)
     else:
         loss = np.atleast_2d(np.asarray(dt_or_history, float))
+    if loss.ndim != 2 or loss.shape[1] == 0:
+        raise ValueError(f"the loss history must have shape (epochs,) or (chains, epochs), "
+                         f"got {loss.shape}")
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or \
+            not 0 <= start < loss.shape[1]:
+        raise ValueError(f"start must be an epoch index in [0, {loss.shape[1]}), got {start!r}")
     fig = _figure((5.5, 3.2))
     ax = fig.add_subplot()
     epochs = np.arange(loss.shape[1])
@@ -212,10 +267,14 @@ def plot_ppc(dt, features=None, n_replicates: int = 50, bins: int = 40):
     -------
     matplotlib.figure.Figure
     """
-    obs = _group(dt, "observed_data")["x"]
     pp = _group(dt, "posterior_predictive")["x"]
+    obs = _group(dt, "observed_data")["x"]
     names = [str(f) for f in obs["feature"].values]
-    feats = list(features) if features is not None else names[:6]
+    feats = [str(f) for f in _select_features(obs, features)["feature"].values] \
+        if features is not None else names[:6]
+    if isinstance(n_replicates, bool) or not isinstance(n_replicates, (int, np.integer)) \
+            or n_replicates < 1:
+        raise ValueError(f"n_replicates must be an integer >= 1, got {n_replicates!r}")
     fig = _figure((2.6 * len(feats), 2.6))
     axes = fig.subplots(1, len(feats), squeeze=False)[0]
     reps = pp.stack(sample=("chain", "draw"))
@@ -247,6 +306,11 @@ def plot_k_selection(table):
     -------
     matplotlib.figure.Figure
     """
+    need = ("n_factors", "heldout_loglik", "heldout_elbo", "recommended", "used_factors")
+    cols = getattr(table, "columns", None)
+    if cols is None or any(c not in cols for c in need) or len(table) == 0:
+        raise ValueError("table must be the non-empty DataFrame of select_n_factors, with "
+                         f"columns {', '.join(need)}")
     fig = _figure((5.5, 3.4))
     ax = fig.add_subplot()
     k = table["n_factors"].to_numpy()

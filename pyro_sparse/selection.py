@@ -85,6 +85,9 @@ def select_n_factors(estimator, X, n_factors, heldout: float = 0.2, seed: int = 
     ks = [check_positive_int(k, "n_factors") for k in n_factors]
     if not ks:
         raise ValueError("n_factors must list at least one K")
+    twice = sorted({k for k in ks if ks.count(k) > 1})
+    if twice:
+        raise ValueError(f"n_factors lists K = {', '.join(map(str, twice))} more than once")
     if not 0.0 < float(heldout) < 1.0:
         raise ValueError(f"heldout must lie in (0, 1), got {heldout}")
     arr, names = as_data_matrix(X)

@@ -40,3 +40,40 @@ def test_diagnostic_plots_headless(tmp_path):
         plot_forest(dt, 9)
     with pytest.raises(ValueError, match="posterior_predictive"):
         plot_ppc(to_arviz(R, num_samples=5, X=d.X))
+
+
+def test_plot_argument_errors_name_the_argument():
+    from pyro_sparse.diagnostics import to_arviz
+    from pyro_sparse.plots import plot_forest, plot_k_selection, plot_loss, plot_ppc
+
+    d = ps.datasets.paper_synthetic(n=120, seed=0)
+    m = ps.SparseVAE(n_factors=2, hidden_dim=8).fit(d.X, epochs=2, progress=False)
+    W, P = m.loadings_, m.inclusion_probs_
+    cases = [
+        (lambda: plot_loadings(W[:, 0]), r"loadings_gk must be a \(G, K\) matrix"),
+        (lambda: plot_loadings(W, P[:3]), r"inclusion_gk has shape \(3, 2\) but loadings_gk"),
+        (lambda: plot_loadings(W, feature_names=["a"]), "feature_names has 1 names for 7"),
+        (lambda: plot_loadings(W, factor_names=["a", "b", "c"]), "factor_names has 3 names"),
+        (lambda: plot_anchor_curves(m, d.X, features=[0, 3], factor_of=[0]),
+         "must pair up one to one, got 2 features and 1 factors"),
+        (lambda: plot_anchor_curves(m, d.X, features=[7], factor_of=[0]),
+         r"features must be column indices in \[0, 7\), got \[7\]"),
+        (lambda: plot_anchor_curves(m, d.X, features=[0], factor_of=[2]),
+         r"factor_of must be column indices in \[0, 2\), got \[2\]"),
+        (lambda: plot_loss(m.loss_history_, start=2), r"start must be an epoch index in \[0, 2\)"),
+        (lambda: plot_loss(m.loss_history_, start=-1), "start must be an epoch index"),
+        (lambda: plot_loss([]), "loss history must have shape"),
+        (lambda: plot_k_selection([]), "non-empty DataFrame of select_n_factors"),
+    ]
+    dt = to_arviz(m, num_samples=5, X=d.X, posterior_predictive=True, num_predictive=5)
+    cases += [
+        (lambda: plot_forest(dt, 0, prob=1.5), r"prob must lie in \(0, 1\), got 1.5"),
+        (lambda: plot_forest(dt, 0, threshold=0), r"threshold must lie in \(0, 1\)"),
+        (lambda: plot_forest(dt, 0, features=["feature_0", "gene_x"]),
+         r"unknown feature\(s\) \['gene_x'\]"),
+        (lambda: plot_ppc(dt, features=["nope"]), r"unknown feature\(s\) \['nope'\]"),
+        (lambda: plot_ppc(dt, n_replicates=0), "n_replicates must be an integer >= 1"),
+    ]
+    for call, match in cases:
+        with pytest.raises(ValueError, match=match):
+            call()

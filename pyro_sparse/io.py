@@ -291,8 +291,13 @@ def _read_table(path: Path, sep: str) -> DataFile:
             r, v = bad
             c = j + (1 if ids is not None else 0)
             where = f"row {r}" + (f" ({ids[r]!r})" if ids is not None else "")
+            other = [d for d in (";", "\t", ",", "|") if d != sep and d in header[0]]
+            hint = "" if len(header) > 1 or not other else (
+                f"; the header is one column that contains {other[0]!r}, but this file type "
+                f"is split on {sep!r} (.csv: comma, .tsv / .txt: tab): save it with that "
+                "separator or rename it")
             raise ValueError(f"{path}: non-numeric value {v!r} at {where}, column {c} "
-                             f"({names[j]!r})")
+                             f"({names[j]!r}){hint}")
         text = col.astype(str).str.strip()
         values[:, j] = pd.to_numeric(text.where(~(col.isna() | text.isin(_NA))),
                                      errors="coerce").to_numpy(dtype=np.float64,

@@ -37,6 +37,8 @@ def test_csv_with_sample_ids_and_missing_values(tmp_path):
     ("id,a\ns1,1\ns1,2\n", "sample id 's1' .* more than once"),
     ("a,b\n1,True\n2,False\n", "non-numeric value 'True' at row 0, column 1"),
     ('"x, y",b\n1,2\n3,4,5\n', "line 3 has 3 fields"),  # quoted header: the csv path
+    ("a;b\n1;2\n", "non-numeric value '1;2' .*; the header is one column that contains "
+                   "';', but this file type is split on ','"),
 ])
 def test_bad_text_files_name_the_problem(tmp_path, text, match):
     p = _write(tmp_path, "bad.csv", text)
@@ -145,3 +147,9 @@ def test_h5ad_round_trip_and_missing_extra(adata, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "anndata", None)  # as if the extra were not installed
     with pytest.raises(ValueError, match="pip install 'pyro-sparse\\[anndata\\]'"):
         read_data(p)
+
+
+def test_one_column_whose_name_holds_a_separator_still_reads(tmp_path):
+    # the separator hint only comes with a parse error: a valid one-column file reads as is
+    d = read_data(_write(tmp_path, "one.csv", "dose;mg\n1.5\n2\n"))
+    assert d.feature_names == ["dose;mg"] and d.X.ravel().tolist() == [1.5, 2.0]

@@ -49,6 +49,7 @@ from .infer import (
 from .infer.parallel import check_n_jobs, effective_jobs, run_in_processes
 from .infer.reseed import reseed_fit
 from .io import (
+    DataFile,
     as_data_matrix,
     column_stats,
     load_model_folder,
@@ -334,6 +335,8 @@ class _Estimator:
 
     # ------------------------------------------------------------------ data
     def _prepare(self, X, what="X", fitted=True, layer=None):
+        if isinstance(X, DataFile) and what == "X":
+            what = str(X.path)  # messages name the file the rows came from
         arr, names = as_data_matrix(X, what, layer)
         if fitted:
             self._check_fitted()

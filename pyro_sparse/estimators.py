@@ -280,6 +280,23 @@ def _check_config_agrees(cfg: dict) -> None:
         raise ValueError(f"{len(names)} feature names for {n} features")
 
 
+def check_estimator(estimator, where: str) -> None:
+    """Raise a TypeError unless ``estimator`` is a SparseVAE or VAE instance.
+
+    Parameters
+    ----------
+    estimator : object
+        What the user passed.
+    where : str
+        The calling function, for the message's example.
+    """
+    if not isinstance(estimator, _Estimator):
+        what = f"the class {estimator.__name__}" if isinstance(estimator, type) else \
+            f"a {type(estimator).__name__}"
+        raise TypeError(f"estimator must be a SparseVAE or VAE instance, got {what}; e.g. "
+                        f"{where}(ps.SparseVAE(n_factors=5), X, ...)")
+
+
 def _warn_duplicate_names(names, what):
     # a feature name used twice: fit works on positions, but the diagnostics index by name
     first, dups = {}, {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .diagnostics.support import corr
-from .estimators import _check_seed, _drop_diverged, _fit_many, _is_diverged
+from .estimators import _check_seed, _drop_diverged, _fit_many, _is_diverged, check_estimator
 from .models.sparse_vae import check_positive_int
 
 __all__ = ["Restarts", "fit_restarts", "align_factors"]
@@ -167,6 +167,7 @@ def fit_restarts(estimator, X, n_restarts: int = 4, seed: int = 0, n_jobs: int =
     ConvergenceWarning
         When some restarts diverged; the others are aligned to the first of them.
     """
+    check_estimator(estimator, "fit_restarts")
     R = check_positive_int(n_restarts, "n_restarts")
     _check_seed(seed)
     params = dict(estimator.get_params())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .estimators import _in_workers, _worker_jobs
+from .estimators import _in_workers, _worker_jobs, check_estimator
 from .io import as_data_matrix
 from .models.sparse_vae import check_positive_int
 
@@ -82,6 +82,7 @@ def select_n_factors(estimator, X, n_factors, heldout: float = 0.2, seed: int = 
     """
     import pandas as pd
 
+    check_estimator(estimator, "select_n_factors")
     ks = [check_positive_int(k, "n_factors") for k in n_factors]
     if not ks:
         raise ValueError("n_factors must list at least one K")

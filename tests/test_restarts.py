@@ -44,6 +44,10 @@ def test_fit_restarts_chains_and_template_untouched():
         ps.fit_restarts(template, d.X, n_restarts=2, seed="0", epochs=1, progress=False)
     with pytest.raises(ValueError, match="n_restarts"):
         ps.fit_restarts(template, d.X, n_restarts=0)
+    with pytest.raises(TypeError, match="got the class SparseVAE; e.g. fit_restarts"):
+        ps.fit_restarts(ps.SparseVAE, d.X, n_restarts=2)
+    with pytest.raises(TypeError, match="got a str"):
+        ps.fit_restarts("SparseVAE", d.X, n_restarts=2)
 
 
 @pytest.mark.parametrize("in_workers", [False, True], ids=["serial", "worker path"])

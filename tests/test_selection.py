@@ -33,6 +33,8 @@ def test_select_n_factors_bad_input():
         ps.select_n_factors(ps.VAE(), X, [])
     with pytest.raises(ValueError, match="lists K = 2 more than once"):
         ps.select_n_factors(ps.VAE(), X, [2, 3, 2])
+    with pytest.raises(TypeError, match="got the class VAE; e.g. select_n_factors"):
+        ps.select_n_factors(ps.VAE, X, [1])
     with pytest.raises(ValueError, match="heldout"):
         ps.select_n_factors(ps.VAE(), X, [1], heldout=1.0)
     with pytest.raises(ValueError, match="n_factors"):

@@ -8,6 +8,7 @@ import torch
 from pyro import poutine
 
 from ..likelihoods import encoder_input
+from ..models._inputs import check_minibatch
 from ..models._register import register_params
 from ..nn import GaussianEncoder
 
@@ -78,6 +79,7 @@ class AmortizedNormalGuide(torch.nn.Module):
                 n_samples=None):
         """Sample ``z`` for the rows ``x_bg`` (arguments as the model's)."""
         register_params("z_guide", self)
+        check_minibatch(x_bg, self.fill_g.shape[0], self.fill_g.dtype, n_data, idx)
         B = x_bg.shape[0]
         if idx is None and n_data is not None and n_data != B:
             idx = torch.arange(B, device=x_bg.device)

@@ -22,6 +22,7 @@ from ..distributions import (
 )
 from ..likelihoods import check_library, check_likelihood, dispersion_parameter
 from ..nn import SparseDecoder
+from ._inputs import check_minibatch
 from ._register import observe, register_params
 
 __all__ = ["SparseVAEModel", "MARGINALIZE", "check_positive_int", "z_site"]
@@ -196,6 +197,8 @@ class SparseVAEModel(torch.nn.Module):
         """
         register_params("sparse_vae", self)
         device = self.decoder.V_gh.device
+        if x_bg is not None:
+            check_minibatch(x_bg, self.n_features, self.decoder.V_gh.dtype, n_data, idx)
         B = x_bg.shape[0] if x_bg is not None else int(n_samples or 1)
         with poutine.scale(scale=prior_weight):
             eta_k, W_gk, sigma_g, corr_L = self._global_sites(device)

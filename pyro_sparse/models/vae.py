@@ -13,6 +13,7 @@ from pyro import poutine
 from ..distributions import SigmaPrior
 from ..likelihoods import check_library, check_likelihood, dispersion_parameter
 from ..nn import DenseDecoder
+from ._inputs import check_minibatch
 from ._register import observe, register_params
 from .sparse_vae import check_positive_int, z_site
 
@@ -64,6 +65,9 @@ class VAEModel(torch.nn.Module):
         """Run the model on a minibatch; arguments as :meth:`SparseVAEModel.forward`."""
         register_params("vae", self)
         device = self.decoder.net[0].weight.device
+        if x_bg is not None:
+            check_minibatch(x_bg, self.n_features, self.decoder.net[0].weight.dtype, n_data,
+                            idx)
         B = x_bg.shape[0] if x_bg is not None else int(n_samples or 1)
         sigma_g = None
         if self.likelihood == "normal":

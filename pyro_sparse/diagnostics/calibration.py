@@ -30,7 +30,7 @@ def _check_probs(p, name="p") -> np.ndarray:
     bad = ~np.isfinite(p) | (p < 0) | (p > 1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name} must hold probabilities in [0, 1]; entry {i} is {p[i]!r}")
+        raise ValueError(f"{name} must hold probabilities in [0, 1]; entry {i} is {float(p[i])}")
     return p
 
 
@@ -44,7 +44,7 @@ def _check_truth(y, n) -> np.ndarray:
     bad = ~np.isin(yf, (0.0, 1.0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"truth must be 0/1 or boolean; entry {i} is {y[i]!r}")
+        raise ValueError(f"truth must be 0/1 or boolean; entry {i} is {float(y[i])}")
     return yf
 
 

@@ -8,27 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._arrays import paired_rows
+
 __all__ = ["dci", "importance_matrix", "dci_from_importance"]
-
-
-def _check_pair(codes_nk, factors_nj):
-    # both 2-D, the same rows, every entry finite; the messages name the argument
-    out = []
-    for name, a in (("codes_nk", codes_nk), ("factors_nj", factors_nj)):
-        a = np.asarray(a, float)
-        if a.ndim != 2 or a.shape[0] < 2 or a.shape[1] < 1:
-            raise ValueError(f"{name} must be a 2-D array with at least 2 rows and 1 column, "
-                             f"got shape {a.shape}")
-        bad = np.argwhere(~np.isfinite(a))
-        if len(bad):
-            r, c = bad[0]
-            raise ValueError(f"{name} has {len(bad)} non-finite value(s), the first at row "
-                             f"{r}, column {c}")
-        out.append(a)
-    if out[0].shape[0] != out[1].shape[0]:
-        raise ValueError(f"codes_nk has {out[0].shape[0]} rows but factors_nj has "
-                         f"{out[1].shape[0]}: the rows must be the same observations")
-    return out
 
 
 def importance_matrix(codes_nk: np.ndarray, factors_nj: np.ndarray, seed: int = 0):
@@ -51,7 +33,7 @@ def importance_matrix(codes_nk: np.ndarray, factors_nj: np.ndarray, seed: int = 
     from sklearn.ensemble import GradientBoostingRegressor
     from sklearn.model_selection import cross_val_predict
 
-    codes, factors = _check_pair(codes_nk, factors_nj)
+    codes, factors = paired_rows(codes_nk, factors_nj, ("codes_nk", "factors_nj"))
     K, J = codes.shape[1], factors.shape[1]
     R = np.zeros((K, J))
     r2 = np.zeros(J)

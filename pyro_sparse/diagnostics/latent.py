@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._arrays import paired_rows
+
 __all__ = ["discretize", "mig", "latent_activity", "active_units"]
 
 
@@ -55,10 +57,9 @@ def mig(z_nk: np.ndarray, v_nj: np.ndarray, n_bins: int = 20) -> dict:
     """
     from sklearn.metrics import mutual_info_score  # lazily: a second of import time
 
+    z_nk, v_nj = paired_rows(z_nk, v_nj, ("z_nk", "v_nj"))
     z = discretize(z_nk, n_bins)
     v = discretize(v_nj, n_bins)
-    if z.shape[0] != v.shape[0]:
-        raise ValueError(f"z and v have different numbers of rows ({z.shape[0]}, {v.shape[0]})")
     if z.shape[1] < 2:
         raise ValueError("MIG needs a code with at least 2 dimensions")
     mi = np.array([[mutual_info_score(v[:, j], z[:, k]) for j in range(v.shape[1])]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..distributions.ssl import estimated_support
+from ._arrays import paired_rows
 
 __all__ = ["match_factors", "support_scores", "estimated_support", "abs_corr", "corr",
            "anchors"]
@@ -20,8 +21,7 @@ def corr(a_nk: np.ndarray, b_nj: np.ndarray) -> np.ndarray:
 
     Constant columns get correlation 0.
     """
-    a = np.asarray(a_nk, float)
-    b = np.asarray(b_nj, float)
+    a, b = paired_rows(a_nk, b_nj, ("a_nk", "b_nj"), finite=False, min_rows=1)
     a = a - a.mean(0)
     b = b - b.mean(0)
     na = np.linalg.norm(a, axis=0)
@@ -57,6 +57,8 @@ def match_factors(z_true_nj: np.ndarray, z_hat_nk: np.ndarray, prefer=None) -> n
     numpy.ndarray of int, shape (J,)
         ``match[j]`` is the estimated column assigned to true factor j.
     """
+    z_true_nj, z_hat_nk = paired_rows(z_true_nj, z_hat_nk, ("z_true_nj", "z_hat_nk"),
+                                      finite=False, min_rows=1)
     c = abs_corr(z_hat_nk, z_true_nj)  # (K, J)
     if c.shape[0] < c.shape[1]:
         raise ValueError(f"need at least as many estimated factors ({c.shape[0]}) as true "

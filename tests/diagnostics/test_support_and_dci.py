@@ -77,9 +77,24 @@ def test_dci_input_errors_name_the_argument():
     codes, factors = rng.normal(size=(20, 2)), rng.normal(size=(20, 2))
     with pytest.raises(ValueError, match="codes_nk has 20 rows but factors_nj has 19"):
         dci(codes, factors[:19])
-    with pytest.raises(ValueError, match=r"factors_nj must be a 2-D array .* shape \(20,\)"):
-        dci(codes, factors[:, 0])
+    with pytest.raises(ValueError, match=r"factors_nj must be a 2-D array .* shape \(1, 2\)"):
+        dci(codes, factors[:1])
     bad = codes.copy()
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match="codes_nk has 1 non-finite value.*row 3, column 1"):
         dci(bad, factors)
+
+
+def test_matching_and_mig_name_mismatched_rows():
+    from pyro_sparse.diagnostics import mig
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(10, 2)), rng.normal(size=(9, 2))
+    with pytest.raises(ValueError, match="z_true_nj has 10 rows but z_hat_nk has 9"):
+        match_factors(a, b)
+    with pytest.raises(ValueError, match="z_nk has 10 rows but v_nj has 9"):
+        mig(a, b)
+    bad = a.copy()
+    bad[4, 0] = np.inf
+    with pytest.raises(ValueError, match="z_nk has 1 non-finite value.*row 4, column 0"):
+        mig(bad, a)

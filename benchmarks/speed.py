@@ -182,6 +182,11 @@ def report(rows, rates, args, elapsed) -> str:
         v = [r[key] for r in rows if r["shape"] == shape and r["impl"] == impl]
         return statistics.median(v) if v else math.nan
 
+    def ratio(a, b):
+        # an implementation left out of the run has no ratio: "-", not "nanx"
+        r = a / b
+        return "-" if math.isnan(r) else f"{r:.2f}x"
+
     lines = ["# Speed and memory of one training step\n",
              f"Measured {time.strftime('%Y-%m-%d')} on {platform.node()} "
              f"({platform.machine()}, {os.cpu_count()} cores), {args.threads} torch thread(s), "
@@ -212,10 +217,10 @@ def report(rows, rates, args, elapsed) -> str:
             lines.append(
                 f"| {shape} | {impl} | {st:.4f} | {st * spe:.3f} | "
                 f"{med(shape, impl, 'peak_rss_mb'):.0f} | "
-                f"{st / med(shape, 'plain', 'step_s'):.2f}x | "
-                f"{med(shape, 'authors', 'step_s') / st:.2f}x | "
-                f"{med(shape, 'authors-full', 'step_s') / st:.2f}x | "
-                f"{med(shape, same, 'step_s') / st:.2f}x |")
+                f"{ratio(st, med(shape, 'plain', 'step_s'))} | "
+                f"{ratio(med(shape, 'authors', 'step_s'), st)} | "
+                f"{ratio(med(shape, 'authors-full', 'step_s'), st)} | "
+                f"{ratio(med(shape, same, 'step_s'), st)} |")
     lines += ["", "Matmul rate and the fused decoder (forward + backward, FLOPs counted as "
               "3 x 2 B G H (H + K)):", ""]
     for k, v in rates.items():

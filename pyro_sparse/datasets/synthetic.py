@@ -13,6 +13,15 @@ __all__ = ["SyntheticData", "paper_synthetic", "sparse_counts", "PAPER_SUPPORT"]
 PAPER_SUPPORT = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 1], [1, 1]], dtype=bool)
 
 
+def _int_arg(value, name: str, low: int) -> int:
+    # an integer argument (numpy integers too, not bool or 2.5) at or above ``low``
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
 @dataclass
 class SyntheticData:
     """Simulated data with its truth.
@@ -70,9 +79,8 @@ def paper_synthetic(n: int = 1000, rho: float = 0.0, seed: int = 0,
     """
     if not (-1 < rho < 1):
         raise ValueError(f"rho must lie in (-1, 1), got {rho}")
-    if int(n) < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    rng = np.random.default_rng(seed)
+    n = _int_arg(n, "n", 1)
+    rng = np.random.default_rng(_int_arg(seed, "seed", 0))
     cov = np.array([[1.0, rho], [rho, 1.0]])
     Z = rng.multivariate_normal(np.zeros(2), cov, size=int(n))
     z1, z2 = Z[:, 0], Z[:, 1]
@@ -120,11 +128,12 @@ def sparse_counts(n: int = 1000, n_factors: int = 3, anchors_per_factor: int = 5
         ``.X`` (n, G) counts, ``.Z`` (n, K), ``.support`` (G, K), feature names
         ``f{k}_a{i}`` (anchors of factor k) and ``shared{i}``.
     """
-    if int(n) < 1 or int(n_factors) < 1 or int(anchors_per_factor) < 1 or int(n_shared) < 0:
-        raise ValueError("n, n_factors and anchors_per_factor must be >= 1, n_shared >= 0")
+    n, n_factors = _int_arg(n, "n", 1), _int_arg(n_factors, "n_factors", 1)
+    anchors_per_factor = _int_arg(anchors_per_factor, "anchors_per_factor", 1)
+    n_shared = _int_arg(n_shared, "n_shared", 0)
     if not (depth > 0 and dispersion > 0):
         raise ValueError(f"depth and dispersion must be > 0, got {depth}, {dispersion}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_int_arg(seed, "seed", 0))
     K, A = int(n_factors), int(anchors_per_factor)
     G = K * A + int(n_shared)
     S = np.zeros((G, K), dtype=bool)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pyro_sparse.datasets import PAPER_SUPPORT, paper_synthetic
+from pyro_sparse.datasets import PAPER_SUPPORT, paper_synthetic, sparse_counts
 
 
 def test_shapes_truth_and_determinism():
@@ -48,3 +48,20 @@ def test_pbmc_counts_are_integers_with_labels():
     assert (X == np.round(X)).all() and (X.sum(1) > 0).all()
     for genes in ps.datasets.PBMC_MARKERS.values():
         assert all(g in a.var_names for g in genes)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: paper_synthetic(n=0), ValueError, "n must be >= 1, got 0"),
+    (lambda: paper_synthetic(n=10.5), TypeError, "n must be an integer, got float 10.5"),
+    (lambda: paper_synthetic(n=10, seed="a"), TypeError, "seed must be an integer, got str"),
+    (lambda: sparse_counts(n=10, n_factors=0), ValueError, "n_factors must be >= 1"),
+    (lambda: sparse_counts(n=10, n_shared=-1), ValueError, "n_shared must be >= 0"),
+    (lambda: sparse_counts(n=10, anchors_per_factor=True), TypeError, "anchors_per_factor"),
+])
+def test_generator_arguments_are_checked(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_numpy_integers_are_accepted():
+    assert paper_synthetic(n=np.int64(5), seed=np.int32(1)).X.shape == (5, 7)

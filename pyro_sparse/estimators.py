@@ -30,6 +30,7 @@ from .infer import (
     ConvergenceWarning,
     as_rows,
     candidate_supports,
+    check_checkpoint_target,
     effect_share,
     factor_analysis_init,
     factorises_over_features,
@@ -454,6 +455,8 @@ class _Estimator:
             raise ValueError("checkpoint_every and resume need a checkpoint file (checkpoint=)")
         if checkpoint is not None and self.n_restarts > 1:
             raise ValueError("checkpoints need n_restarts=1 (fit restarts one by one instead)")
+        if checkpoint is not None and not resume:
+            check_checkpoint_target(checkpoint)
         dev = resolve_device(device)
         jobs = effective_jobs(check_n_jobs(n_jobs), self.n_restarts)
         if jobs > 1 and dev.type != "cpu":

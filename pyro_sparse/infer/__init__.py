@@ -5,7 +5,7 @@ check on the loss history, a semi-amortised refinement of W's posterior, a multi
 search of each feature's loadings, re-seeding of collapsed factors, and independent fits in
 worker processes."""
 
-from .checkpoint import read_checkpoint, write_checkpoint
+from .checkpoint import check_checkpoint_target, read_checkpoint, write_checkpoint
 from .convergence import ConvergenceWarning, loss_trend
 from .data import SparseRows, as_rows, row_batches
 from .feature_modes import (
@@ -40,6 +40,7 @@ __all__ = [
     "as_rows",
     "row_batches",
     "read_checkpoint",
+    "check_checkpoint_target",
     "write_checkpoint",
     "effect_share",
     "candidate_supports",

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 __all__ = ["training_state", "restore_training_state", "write_checkpoint", "read_checkpoint",
-           "CHECKPOINT_FORMAT"]
+           "check_checkpoint_target", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "pyro_sparse.checkpoint/1"
 
@@ -119,3 +119,32 @@ def read_checkpoint(path) -> tuple[dict, dict]:
     except (SafetensorError, OSError, ValueError, KeyError) as e:
         raise ValueError(f"{path} is not a readable pyro_sparse checkpoint: {e}") from None
     return tensors, info
+
+
+def check_checkpoint_target(path) -> None:
+    """Raise unless ``path`` may receive a checkpoint: absent, or a pyro_sparse checkpoint.
+
+    A fresh fit replaces an earlier checkpoint at ``path``; anything else there (a folder, a
+    data file, a model) is never overwritten.
+
+    Raises
+    ------
+    ValueError
+        When ``path`` is a folder or a file that is not a pyro_sparse checkpoint.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} is a folder; give a file path (e.g. "
+                         f"{path / 'fit.ckpt'})")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            ours = (f.metadata() or {}).get("format") == CHECKPOINT_FORMAT
+    except (SafetensorError, OSError, ValueError):
+        ours = False
+    if not ours:
+        raise ValueError(f"checkpoint {path} exists and is not a pyro_sparse checkpoint; "
+                         "refusing to overwrite it")

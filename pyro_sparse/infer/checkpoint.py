@@ -127,6 +127,11 @@ def check_checkpoint_target(path) -> None:
     A fresh fit replaces an earlier checkpoint at ``path``; anything else there (a folder, a
     data file, a model) is never overwritten.
 
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Where ``fit(checkpoint=...)`` is about to write.
+
     Raises
     ------
     ValueError

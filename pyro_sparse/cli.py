@@ -117,6 +117,39 @@ def _replace_dir(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
+# what `fit` and `demo` write into --out: --overwrite replaces a folder holding only these
+OUTPUT_ENTRIES = frozenset({"anchors.json", "data.csv", "factors.csv", "heldout.csv",
+                            "inclusion.csv", "loadings.csv", "metrics.json", "model", "plots",
+                            "posterior.nc"})
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    # --out: absent, or (with --overwrite) an empty folder or an earlier output of ours; a
+    # folder holding anything else would be deleted by the replacement, so it is refused
+    if not out.exists():
+        return
+    if not overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    if not out.is_dir():
+        raise UsageError(f"{out} is a file, not an output folder; refusing to replace it")
+    entries = set(os.listdir(out))
+    if not entries:
+        return
+    other = sorted(entries - OUTPUT_ENTRIES)
+    from .io import CONFIG_FILE, MODEL_FORMAT
+
+    try:
+        cfg = json.loads((out / "model" / CONFIG_FILE).read_text())
+        ours = isinstance(cfg, dict) and cfg.get("format") == MODEL_FORMAT
+    except (OSError, ValueError):
+        ours = False
+    if other or not ours:
+        what = (f"it holds {', '.join(other[:5])}{' ...' if len(other) > 5 else ''}"
+                if other else "it has no pyro_sparse model in model/")
+        raise UsageError(f"{out} is not a pyro-sparse output folder ({what}); --overwrite "
+                         "only replaces an earlier output, so choose another --out")
+
+
 def _check_out_file(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise UsageError(f"{path} exists; pass --overwrite to replace it")
@@ -239,8 +272,7 @@ def cmd_fit(a) -> int:
     out = Path(a.out)
     work = out.parent / f".{out.name}.partial"
     ck = work / CHECKPOINT
-    if out.exists() and not a.overwrite:
-        raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    _check_out_dir(out, a.overwrite)
     if not out.parent.exists():
         raise UsageError(f"{out.parent}: no such folder for --out")
     if a.refine_support and (a.model == "vae" or a.checkpoint_every or a.resume):
@@ -368,8 +400,8 @@ def cmd_demo(a) -> int:
     from .io import DataFile
 
     out = None if a.out is None else Path(a.out)
-    if out is not None and out.exists() and not a.overwrite:
-        raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    if out is not None:
+        _check_out_dir(out, a.overwrite)
     if out is not None and not out.parent.exists():
         raise UsageError(f"{out.parent}: no such folder for --out")
     est, data = demo.run(epochs=a.epochs, seed=a.seed, progress=not a.no_progress)

@@ -482,18 +482,39 @@ def write_to_anndata(model, adata, layer: str | None = None, key: str | None = N
     return adata
 
 
+def _check_replaceable(path: Path) -> None:
+    # only an empty folder or one of our model folders (our two files, our format marker) may
+    # be replaced: anything else in it would be deleted with it
+    refuse = f"{path} exists and is not a pyro_sparse model folder; refusing to overwrite it"
+    if not path.is_dir():
+        raise ValueError(refuse)
+    entries = set(os.listdir(path))
+    if not entries:
+        return
+    other = sorted(entries - {CONFIG_FILE, WEIGHTS_FILE})
+    if other:
+        raise ValueError(f"{refuse} (it holds {', '.join(other[:5])}"
+                         f"{' ...' if len(other) > 5 else ''}, which saving would delete)")
+    try:
+        ours = json.loads((path / CONFIG_FILE).read_text()).get("format") == MODEL_FORMAT
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise ValueError(f"{refuse} (its {CONFIG_FILE} is not a pyro_sparse model config)")
+
+
 def save_model_folder(path, config: dict, tensors: dict[str, torch.Tensor]) -> Path:
     """Write ``config.json`` and ``weights.safetensors`` into folder ``path`` atomically.
 
     The folder is written beside its destination and renamed at the end, so a failure leaves
-    nothing half-written. An existing model folder at ``path`` is replaced.
+    nothing half-written. An existing model folder at ``path`` (our two files, our format
+    marker) or an empty folder is replaced; any other folder or file raises a ValueError.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
-    if path.exists() and not (path / CONFIG_FILE).exists():
-        raise ValueError(f"{path} exists and is not a pyro_sparse model folder; refusing to "
-                         "overwrite it")
+    if path.exists():
+        _check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     usual_permissions(tmp)

@@ -95,6 +95,10 @@ def test_vae_and_count_likelihood_with_heldout(work):
     m = json.loads((out / "metrics.json").read_text())
     assert m["heldout"]["n_rows"] == 15 and np.isfinite(m["heldout"]["loglik_per_row"])
     assert len(pd.read_csv(out / "heldout.csv")) == 15
+    from pyro_sparse.cli import OUTPUT_ENTRIES
+
+    for folder in (out, work / "fitted"):  # --overwrite may replace what fit writes
+        assert {p.name for p in folder.iterdir()} <= OUTPUT_ENTRIES
     r = run("report", out, cwd=work)
     assert r.returncode == 2 and "no loadings" in r.stderr
 
@@ -153,6 +157,14 @@ BAD = {
                              "renamed.csv feature names differ"),
     "feature count differs": (["transform", "fitted", "narrow.csv", "--out", "bad_out.csv"],
                               "narrow.csv has 5 features .* fitted on 7"),
+    "overwrite a foreign folder": (["fit", "data.csv", "--factors", 2, "--out", "notes",
+                                    "--overwrite"],
+                                   "notes is not a pyro-sparse output folder \\(it holds "
+                                   "thesis.tex\\); --overwrite only replaces an earlier output"),
+    "overwrite a data file": (["fit", "data.csv", "--factors", 2, "--out", "data.csv",
+                               "--overwrite"], "data.csv is a file, not an output folder"),
+    "demo over a foreign folder": (["demo", "--out", "notes", "--overwrite"],
+                                   "notes is not a pyro-sparse output folder"),
     "lambda0 below lambda1": (["fit", "data.csv", "--factors", 2, "--out", "o",
                                "--lambda0", 0.5], r"lambda0 \(spike rate, 0.5\) must be >="),
     "refine with checkpoints": (["fit", "data.csv", "--factors", 2, "--out", "o",
@@ -214,6 +226,8 @@ def bad_files(work):
     X.rename(columns={"g3": "zzz"}).to_csv(work / "renamed.csv")
     X.iloc[:, :5].to_csv(work / "narrow.csv")
     _bad_model_dirs(work)
+    (work / "notes").mkdir()
+    (work / "notes" / "thesis.tex").write_text("weeks of work")
     return work
 
 
@@ -440,3 +454,13 @@ def test_demo_writes_its_data_and_fit(tmp_path):
     assert r.returncode == 0 and "factor_0" in r.stdout
     r = run("demo", "--out", "demo_run", "--epochs", 1, "--no-progress", cwd=tmp_path)
     assert r.returncode == 2 and "exists; pass --overwrite" in r.stderr
+    # --overwrite replaces an earlier output of ours (every entry the demo writes is known)
+    r = run("demo", "--out", "demo_run", "--epochs", 1, "--no-progress", "--overwrite",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # ... but not once the user has put something of theirs into it
+    (out / "my_notes.txt").write_text("keep")
+    r = run("demo", "--out", "demo_run", "--epochs", 1, "--no-progress", "--overwrite",
+            cwd=tmp_path)
+    assert r.returncode == 2 and "it holds my_notes.txt" in r.stderr
+    assert (out / "my_notes.txt").read_text() == "keep" and (out / "model").is_dir()

@@ -289,6 +289,24 @@ def test_save_refuses_to_overwrite_foreign_folder(fitted, tmp_path):
     with pytest.raises(ValueError, match="not a pyro_sparse model folder"):
         fitted.save(d)
     assert (d / "mine.txt").read_text() == "keep me"
+    # a folder with a config.json that is not ours, or ours plus other files: refused too
+    hf = tmp_path / "other_tool"
+    hf.mkdir()
+    (hf / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ValueError, match="config.json is not a pyro_sparse model config"):
+        fitted.save(hf)
+    assert (hf / "config.json").read_text() == '{"model_type": "bert"}'
+    ours = fitted.save(tmp_path / "m")
+    (ours / "notes.txt").write_text("my notes")
+    with pytest.raises(ValueError, match="holds notes.txt, which saving would delete"):
+        fitted.save(ours)
+    assert (ours / "notes.txt").read_text() == "my notes"
+    (ours / "notes.txt").unlink()
+    assert fitted.save(ours) == ours  # our own model folder is replaced
+    (tmp_path / "empty").mkdir()
+    fitted.save(tmp_path / "empty")  # an empty folder too
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["config.json",
+                                                                      "weights.safetensors"]
 
 
 @pytest.fixture(scope="module")

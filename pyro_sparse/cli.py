@@ -360,6 +360,8 @@ def _transform_like(a, what: str) -> int:
     from .io import read_data, write_csv
 
     out = Path(a.out)
+    if out.exists() and Path(a.data).exists() and out.resolve() == Path(a.data).resolve():
+        raise UsageError(f"--out {out} is the input data file; write the {what} elsewhere")
     _check_out_file(out, a.overwrite)
     est = _load(a.model_dir)
     data = read_data(a.data, layer=a.layer)

@@ -161,6 +161,8 @@ BAD = {
                                     "--overwrite"],
                                    "notes is not a pyro-sparse output folder \\(it holds "
                                    "thesis.tex\\); --overwrite only replaces an earlier output"),
+    "transform onto its input": (["transform", "fitted", "data.csv", "--out", "./data.csv",
+                                  "--overwrite"], "--out data.csv is the input data file"),
     "overwrite a data file": (["fit", "data.csv", "--factors", 2, "--out", "data.csv",
                                "--overwrite"], "data.csv is a file, not an output folder"),
     "demo over a foreign folder": (["demo", "--out", "notes", "--overwrite"],

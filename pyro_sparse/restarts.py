@@ -54,9 +54,9 @@ def align_factors(z_ref_nk: np.ndarray, z_nk: np.ndarray):
 class Restarts:
     """Fitted restarts of one estimator, aligned to restart 0.
 
-    Made by :func:`fit_restarts`. The raw estimators are kept unchanged; the alignment is
-    applied by :meth:`transform` and by :func:`pyro_sparse.diagnostics.to_arviz` (which
-    stacks the restarts as chains).
+    Made by :func:`fit_restarts`. The raw estimators are kept unchanged (``R[r]``, ``len(R)``
+    and iteration give them, restart 0 first); the alignment is applied by :meth:`transform`
+    and by :func:`pyro_sparse.diagnostics.to_arviz` (which stacks the restarts as chains).
 
     Attributes
     ----------
@@ -85,6 +85,13 @@ class Restarts:
 
     def __len__(self):
         return len(self.estimators_)
+
+    def __getitem__(self, r):
+        """Restart ``r``'s fitted estimator, as fitted (not aligned); ``R[0]`` is the reference."""
+        return self.estimators_[r]
+
+    def __iter__(self):
+        return iter(self.estimators_)
 
     def __repr__(self):
         return f"Restarts({len(self)} x {self.estimators_[0]!r})"

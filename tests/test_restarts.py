@@ -44,6 +44,7 @@ def test_fit_restarts_chains_and_template_untouched():
         ps.fit_restarts(template, d.X, n_restarts=2, seed="0", epochs=1, progress=False)
     with pytest.raises(ValueError, match="n_restarts"):
         ps.fit_restarts(template, d.X, n_restarts=0)
+    assert R[1] is R.estimators_[1] and list(R) == R.estimators_ and len(R) == 2
     with pytest.raises(TypeError, match="got the class SparseVAE; e.g. fit_restarts"):
         ps.fit_restarts(ps.SparseVAE, d.X, n_restarts=2)
     with pytest.raises(TypeError, match="got a str"):

@@ -336,9 +336,58 @@ class _Estimator:
     def _w_guide(self) -> str:
         return "map"
 
-    def get_params(self) -> dict:
-        """Constructor arguments as a dict (scikit-learn convention)."""
+    def get_params(self, deep: bool = True) -> dict:
+        """Constructor arguments as a dict (scikit-learn convention).
+
+        Parameters
+        ----------
+        deep : bool
+            Accepted for scikit-learn (``clone``, pipelines); no parameter is an estimator,
+            so it changes nothing.
+        """
         return {k: getattr(self, k) for k in self._param_names}
+
+    def set_params(self, **params):
+        """Set constructor arguments (scikit-learn convention), checked as the constructor does.
+
+        Parameters
+        ----------
+        **params
+            Constructor arguments by name. A fitted model is left as fitted; refit to use
+            the new settings.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            For an unknown name, or a value the constructor refuses (nothing is changed then).
+        """
+        unknown = sorted(set(params) - set(self._param_names))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for "
+                             f"{type(self).__name__}; valid: {', '.join(self._param_names)}")
+        checked = type(self)(**{**self.get_params(), **params})  # raises before any change
+        for k in self._param_names:
+            setattr(self, k, getattr(checked, k))
+        return self
+
+    def fit_transform(self, X, y=None, **fit_kwargs):
+        """Fit to ``X`` and return its encoder means, shape (N, K) (scikit-learn convention).
+
+        Parameters
+        ----------
+        X : array-like, shape (N, G)
+            As :meth:`fit`.
+        y : None
+            Ignored.
+        **fit_kwargs
+            Options of :meth:`fit` (``epochs``, ``seed``, ``layer``, ...).
+        """
+        self.fit(X, **fit_kwargs)
+        return self.transform(X, layer=fit_kwargs.get("layer"))
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -377,9 +426,9 @@ class _Estimator:
             raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit first")
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, epochs: int = 200, batch_size: int = 100, lr: float = 1e-2, seed: int = 0,
-            device="cpu", progress: bool = True, layer: str | None = None, checkpoint=None,
-            checkpoint_every: int = 0, resume: bool = False, n_jobs: int = 1):
+    def fit(self, X, y=None, *, epochs: int = 200, batch_size: int = 100, lr: float = 1e-2,
+            seed: int = 0, device="cpu", progress: bool = True, layer: str | None = None,
+            checkpoint=None, checkpoint_every: int = 0, resume: bool = False, n_jobs: int = 1):
         """Fit the model to data by minibatch SVI.
 
         Parameters
@@ -390,6 +439,9 @@ class _Estimator:
             and the encoder sees the column mean in its place. DataFrame column names and
             AnnData ``var_names`` are kept; sparse matrices are densified one minibatch at a
             time.
+        y : None
+            Ignored (the model is unsupervised); there so that scikit-learn pipelines, which
+            pass ``y`` as the second argument, can fit it. The options below are keywords.
         epochs : int
             Passes over the data.
         batch_size : int

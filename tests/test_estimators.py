@@ -588,3 +588,25 @@ def test_refine_posterior_epochs_refines_the_kept_fit_and_round_trips(data, tmp_
     back = ps.SparseVAE.load(tmp_path / "r")
     assert back.get_params()["refine_posterior_epochs"] == 5
     np.testing.assert_array_equal(back.loadings_, m.loadings_)
+
+
+def test_scikit_learn_conventions(data):
+    from sklearn.base import clone
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    m = ps.SparseVAE(n_factors=2, hidden_dim=8, lambda0=12)
+    c = clone(m)  # clone checks that the constructor keeps every parameter as given
+    assert c.get_params(deep=True) == m.get_params() and c is not m
+    assert m.set_params(hidden_dim=16, warmup=0.2) is m and m.hidden_dim == 16
+    with pytest.raises(ValueError, match="unknown parameter"):
+        m.set_params(hiden_dim=4)
+    with pytest.raises(ValueError, match="must be >= lambda1"):
+        m.set_params(lambda0=0.5)
+    assert m.lambda0 == 12 and m.hidden_dim == 16  # a refused call changes nothing
+    kw = dict(epochs=2, seed=3, progress=False)
+    z = ps.SparseVAE(n_factors=2, hidden_dim=8).fit_transform(data.X, **kw)
+    np.testing.assert_allclose(z, ps.SparseVAE(n_factors=2, hidden_dim=8).fit(data.X, **kw)
+                               .transform(data.X))
+    pipe = make_pipeline(StandardScaler(), ps.VAE(n_factors=2, hidden_dim=8))
+    assert pipe.fit_transform(data.X, vae__epochs=2, vae__progress=False).shape == (len(data.X), 2)

@@ -136,14 +136,9 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
     if not entries:
         return
     other = sorted(entries - OUTPUT_ENTRIES)
-    from .io import CONFIG_FILE, MODEL_FORMAT
+    from .io import CONFIG_FILE, is_model_config
 
-    try:
-        cfg = json.loads((out / "model" / CONFIG_FILE).read_text())
-        ours = isinstance(cfg, dict) and cfg.get("format") == MODEL_FORMAT
-    except (OSError, ValueError):
-        ours = False
-    if other or not ours:
+    if other or not is_model_config(out / "model" / CONFIG_FILE):
         what = (f"it holds {', '.join(other[:5])}{' ...' if len(other) > 5 else ''}"
                 if other else "it has no pyro_sparse model in model/")
         raise UsageError(f"{out} is not a pyro-sparse output folder ({what}); --overwrite "

@@ -26,6 +26,7 @@ __all__ = [
     "ANNDATA_HINT",
     "save_model_folder",
     "load_model_folder",
+    "is_model_config",
     "MODEL_FORMAT",
 ]
 
@@ -482,6 +483,21 @@ def write_to_anndata(model, adata, layer: str | None = None, key: str | None = N
     return adata
 
 
+def is_model_config(path) -> bool:
+    """Whether the file ``path`` is a readable pyro_sparse model config (our format marker).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A ``config.json`` inside a model folder.
+    """
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("format") == MODEL_FORMAT
+
+
 def _check_replaceable(path: Path) -> None:
     # only an empty folder or one of our model folders (our two files, our format marker) may
     # be replaced: anything else in it would be deleted with it
@@ -495,11 +511,7 @@ def _check_replaceable(path: Path) -> None:
     if other:
         raise ValueError(f"{refuse} (it holds {', '.join(other[:5])}"
                          f"{' ...' if len(other) > 5 else ''}, which saving would delete)")
-    try:
-        ours = json.loads((path / CONFIG_FILE).read_text()).get("format") == MODEL_FORMAT
-    except (OSError, ValueError, AttributeError):
-        ours = False
-    if not ours:
+    if not is_model_config(path / CONFIG_FILE):
         raise ValueError(f"{refuse} (its {CONFIG_FILE} is not a pyro_sparse model config)")
 
 

@@ -26,7 +26,7 @@ def _check_prob(value, name):
     return float(value)
 
 
-def _select_features(da, features, what="features"):
+def _select_features(da, features):
     # the named features of a DataTree variable, with the unknown ones named
     if features is None:
         return da
@@ -35,10 +35,10 @@ def _select_features(da, features, what="features"):
     known = [str(f) for f in da["feature"].values]
     missing = [f for f in features if str(f) not in known]
     if missing:
-        raise ValueError(f"{what}: unknown feature(s) {missing[:5]}; the DataTree has "
+        raise ValueError(f"features: unknown feature(s) {missing[:5]}; the DataTree has "
                          f"{known[:10]}{' ...' if len(known) > 10 else ''}")
     if len(features) == 0:
-        raise ValueError(f"{what} is empty")
+        raise ValueError("features is empty")
     return da.sel(feature=list(features))
 
 

@@ -82,7 +82,7 @@ def paper_synthetic(n: int = 1000, rho: float = 0.0, seed: int = 0,
     n = _int_arg(n, "n", 1)
     rng = np.random.default_rng(_int_arg(seed, "seed", 0))
     cov = np.array([[1.0, rho], [rho, 1.0]])
-    Z = rng.multivariate_normal(np.zeros(2), cov, size=int(n))
+    Z = rng.multivariate_normal(np.zeros(2), cov, size=n)
     z1, z2 = Z[:, 0], Z[:, 1]
     mean = np.stack([z1, 2 * z1, 3 * z1**2, 4 * z2, 5 * z2, 6 * np.sin(z2), 7 * z1 * z2], 1)
     X = mean + noise_sd * rng.standard_normal(mean.shape)
@@ -134,8 +134,8 @@ def sparse_counts(n: int = 1000, n_factors: int = 3, anchors_per_factor: int = 5
     if not (depth > 0 and dispersion > 0):
         raise ValueError(f"depth and dispersion must be > 0, got {depth}, {dispersion}")
     rng = np.random.default_rng(_int_arg(seed, "seed", 0))
-    K, A = int(n_factors), int(anchors_per_factor)
-    G = K * A + int(n_shared)
+    K, A = n_factors, anchors_per_factor
+    G = K * A + n_shared
     S = np.zeros((G, K), dtype=bool)
     W = np.zeros((G, K))
     names = []
@@ -145,15 +145,15 @@ def sparse_counts(n: int = 1000, n_factors: int = 3, anchors_per_factor: int = 5
         W[rows, k] = rng.uniform(0.7, 1.3, A)
         names += [f"f{k}_a{i}" for i in range(A)]
     pairs = [(i, j) for i in range(K) for j in range(i + 1, K)] or [(0, 0)]
-    for i in range(int(n_shared)):
+    for i in range(n_shared):
         g = K * A + i
         for k in pairs[i % len(pairs)]:
             S[g, k] = True
             W[g, k] = rng.uniform(0.7, 1.3)
         names.append(f"shared{i}")
     b = rng.normal(0.0, 0.5, G)
-    Z = rng.standard_normal((int(n), K))
-    s = rng.lognormal(0.0, 0.3, int(n))
+    Z = rng.standard_normal((n, K))
+    s = rng.lognormal(0.0, 0.3, n)
     mu = depth / G * s[:, None] * np.exp(b + Z @ W.T)
     X = rng.poisson(rng.gamma(dispersion, mu / dispersion))
     return SyntheticData(X.astype(np.float32), Z.astype(np.float32), S, names)

@@ -6,7 +6,7 @@ PIP    := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: demo test lint bench-synthetic bench-speed bench-calibration bench-identifiability \
+.PHONY: demo test lint tutorials bench-synthetic bench-speed bench-calibration bench-identifiability \
         bench-counts bench-pbmc bench-redundancy bench-parallel clean
 
 $(BIN)/python:
@@ -31,6 +31,10 @@ test: $(VENV)/.test
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .
+
+# rerun the tutorial notebooks at full size and save them with their outputs (about 2 minutes)
+tutorials: $(VENV)/.test
+	$(BIN)/python tutorials/execute.py --jobs 2
 
 bench-synthetic: $(VENV)/.test
 	$(BIN)/python benchmarks/synthetic_study.py

@@ -77,3 +77,27 @@ def test_plot_argument_errors_name_the_argument():
     for call, match in cases:
         with pytest.raises(ValueError, match=match):
             call()
+
+
+def test_figures_show_in_a_notebook_without_pyplot():
+    """A notebook user who never imports pyplot sees an image, not '<Figure size ...>':
+    IPython's display formatter finds a PNG; the figure still pickles (fresh class lookup)."""
+    import pickle
+    import subprocess
+    import sys
+
+    from IPython.core.formatters import DisplayFormatter
+
+    W = np.array([[1.0, 0.0], [0.0, -0.5], [0.3, 0.8]])
+    fig = plot_loadings(W, np.array([[0.9, 0.1], [0.2, 0.95], [0.6, 0.7]]))
+    assert fig._repr_png_().startswith(b"\x89PNG\r\n\x1a\n")
+    data, _ = DisplayFormatter().format(fig)
+    assert "image/png" in data
+    blob = pickle.dumps(fig)
+    assert isinstance(pickle.loads(blob), Figure)
+    # in a fresh process the class is looked up before any figure was drawn
+    code = ("import pickle, sys; f = pickle.loads(sys.stdin.buffer.read()); "
+            "print(type(f).__name__, len(f.axes))")
+    out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True,
+                         check=True)
+    assert out.stdout.decode().split() == ["_NotebookFigure", str(len(fig.axes))]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import inspect
 import json
 import math
 import numbers
@@ -76,6 +77,17 @@ def _local_params():
     # estimators never share Pyro's global parameter store
     with pyro.settings.context(module_local_params=True):
         yield
+
+
+def _same_value(a, b) -> bool:
+    # a constructor argument equal to its default (1 == 1.0; None and booleans only equal
+    # themselves, so 0 is not taken for False)
+    if a is None or b is None or isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
 
 
 def _check_float(value, name, low=None, low_inclusive=False):
@@ -390,7 +402,11 @@ class _Estimator:
         return self.transform(X, layer=fit_kwargs.get("layer"))
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        # as scikit-learn prints estimators: only the arguments that differ from the defaults,
+        # in constructor order (``SparseVAE(n_factors=3, lambda0=20.0)``; evaluates back)
+        defaults = {k: p.default for k, p in inspect.signature(type(self)).parameters.items()}
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()
+                         if k not in defaults or not _same_value(v, defaults[k]))
         return f"{type(self).__name__}({args})"
 
     def _build(self, cfg: dict, device, seed: int):

@@ -610,3 +610,20 @@ def test_scikit_learn_conventions(data):
                                .transform(data.X))
     pipe = make_pipeline(StandardScaler(), ps.VAE(n_factors=2, hidden_dim=8))
     assert pipe.fit_transform(data.X, vae__epochs=2, vae__progress=False).shape == (len(data.X), 2)
+
+
+def test_repr_shows_the_changed_arguments_and_evaluates_back():
+    """As scikit-learn prints estimators: defaults left out, constructor order, eval-able."""
+    assert repr(ps.SparseVAE()) == "SparseVAE()"
+    assert repr(ps.VAE(beta=2)) == "VAE(beta=2.0)"
+    m = ps.SparseVAE(n_factors=3, lambda0=20.0, b=7, refine_support=True, output_scale=1.0)
+    assert repr(m) == ("SparseVAE(n_factors=3, lambda0=20.0, b=7.0, refine_support=True, "
+                       "output_scale=1.0)")
+    back = eval(repr(m), {"SparseVAE": ps.SparseVAE})
+    assert back.get_params() == m.get_params()
+    m.set_params(hidden_dim=16, refine_support=False)  # back to the default: not shown
+    assert repr(m) == "SparseVAE(n_factors=3, hidden_dim=16, lambda0=20.0, b=7.0, " \
+                      "output_scale=1.0)"
+    assert repr(ps.fit_restarts(ps.VAE(n_factors=1, hidden_dim=4), np.random.default_rng(0)
+                                .normal(size=(30, 3)), n_restarts=2, epochs=1,
+                                progress=False)).startswith("Restarts(2 x VAE(n_factors=1")

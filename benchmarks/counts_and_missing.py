@@ -17,7 +17,9 @@ against the hidden truth for the Sparse VAE, the VAE and the column mean of the 
 entries: RMSE, and for counts also the mean absolute error.
 
 Run:  .venv/bin/python benchmarks/counts_and_missing.py --reps 3 --jobs 2
-Writes benchmarks/results/counts_and_missing.{csv,md}. 1 torch thread per fit.
+Writes benchmarks/results/counts_and_missing.{csv,md} (NAME.* with --name NAME). 1 torch
+thread per fit. ``--parts library --settings composition refine ...`` compares further fit
+settings on the simulated counts (see SETTINGS).
 """
 
 from __future__ import annotations
@@ -35,10 +37,20 @@ from _common import imputation_scores, setup_worker
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = {"G=18": (5, 3), "G=100": (30, 10)}  # anchors per factor, shared features
+# part library: name -> (library, further SparseVAE arguments); the first two are the default
+SETTINGS = {
+    "composition": ("composition", {}),
+    "offset": ("offset", {}),
+    "refine": ("composition", {"refine_support": True}),
+    "corr5-refine": ("composition", {"factor_correlation": True, "lkj_concentration": 5.0,
+                                     "refine_support": True}),
+    "reseed3": ("composition", {"reseed_rounds": 3}),
+}
 
 
 def run_library(args):
-    rep, library, epochs, shape = args
+    rep, setting, epochs, shape = args
+    library, kwargs = SETTINGS[setting]
     setup_worker()
     import pyro_sparse as ps
     from pyro_sparse.diagnostics import estimated_support, match_factors, support_scores
@@ -48,12 +60,14 @@ def run_library(args):
                                      seed=rep)
     train, test = data.split(0.2, seed=rep)
     t0 = time.perf_counter()
-    m = ps.SparseVAE(n_factors=5, likelihood="negbin", library=library, hidden_dim=32)
+    m = ps.SparseVAE(n_factors=5, likelihood="negbin", library=library, hidden_dim=32,
+                     **kwargs)
     m.fit(train.X, epochs=epochs, lr=5e-3, seed=rep, progress=False)
     S = estimated_support(m.loadings_, m.inclusion_probs_)
     sc = support_scores(data.support, S, match_factors(test.Z, m.transform(test.X)))
     return dict(part="library", rep=rep, dataset=shape,
-                method=f"SparseVAE negbin, library={library}",
+                method=f"SparseVAE negbin, library={library}"
+                       + "".join(f", {k}={v}" for k, v in kwargs.items()),
                 precision=sc["precision"], recall=sc["recall"], f1=sc["f1"],
                 factors_per_feature=float(S.sum(1).mean()),
                 heldout_loglik=float(m.log_likelihood(test.X, num_samples=1).mean()),
@@ -85,13 +99,23 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=300)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--parts", nargs="+", choices=["library", "impute"],
+                    default=["library", "impute"])
+    ap.add_argument("--settings", nargs="+", choices=list(SETTINGS),
+                    default=["composition", "offset"],
+                    help="part library: the fits compared (refine: refine_support=True; "
+                         "corr5-refine: with factor_correlation, lkj_concentration=5; "
+                         "reseed3: reseed_rounds=3; all with library=composition)")
+    ap.add_argument("--name", default="counts_and_missing",
+                    help="results file stem (benchmarks/results/NAME.{csv,md})")
     args = ap.parse_args(argv)
     import pandas as pd
 
-    lib_jobs = [(r, lib, args.epochs, shape) for r in range(args.reps)
-                for lib in ("composition", "offset") for shape in SHAPES]
+    lib_jobs = [(r, st, args.epochs, shape) for r in range(args.reps)
+                for st in args.settings for shape in SHAPES] if "library" in args.parts else []
     imp_jobs = [(r, ds, args.epochs) for r in range(args.reps)
-                for ds in ("paper synthetic (normal)", "sparse counts (negbin)")]
+                for ds in ("paper synthetic (normal)", "sparse counts (negbin)")] \
+        if "impute" in args.parts else []
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as ex:
         lib_rows = list(ex.map(run_library, lib_jobs))
@@ -100,10 +124,7 @@ def main(argv=None):
     lib = pd.DataFrame(lib_rows)
     imp = pd.DataFrame(imp_rows)
     RESULTS.mkdir(exist_ok=True)
-    pd.concat([lib, imp]).to_csv(RESULTS / "counts_and_missing.csv", index=False)
-    lsum = lib.groupby(["dataset", "method"])[["precision", "recall", "f1", "factors_per_feature",
-                                  "heldout_loglik", "seconds"]].agg(["mean", "std"])
-    isum = imp.groupby(["dataset", "method"])[["rmse", "mae"]].agg(["mean", "std"])
+    pd.concat([lib, imp]).to_csv(RESULTS / f"{args.name}.csv", index=False)
 
     def table(df):
         cols = [f"{a} ({b})" for a, b in df.columns]
@@ -115,21 +136,33 @@ def main(argv=None):
             body.append("| " + " | ".join([name] + [f"{v:.3f}" for v in row]) + " |")
         return [head, sep] + body
 
+    command = (f"`.venv/bin/python benchmarks/counts_and_missing.py --reps {args.reps} "
+               f"--epochs {args.epochs} --jobs {args.jobs}")
+    if args.parts != ["library", "impute"]:
+        command += " --parts " + " ".join(args.parts)
+    if "library" in args.parts and args.settings != ["composition", "offset"]:
+        command += " --settings " + " ".join(args.settings)
+    if args.name != "counts_and_missing":
+        command += f" --name {args.name}"
     md = ["# Counts and missing values", "",
-          f"Command: `.venv/bin/python benchmarks/counts_and_missing.py --reps {args.reps} "
-          f"--epochs {args.epochs} --jobs {args.jobs}`  ",
+          f"Command: {command}`  ",
           f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{sys.version.split()[0]}, 1 torch thread per fit, {args.jobs} fits in parallel; "
-          f"wall time {wall:.0f} s. Mean and sd over {args.reps} replicates.", "",
-          "## Library size: profiled out (composition) against a fixed offset", "",
-          "Simulated negbin counts, 3 true factors; 1.17 (G=18) and 1.10 (G=100) factors per "
-          "feature in the truth; K = 5.", ""]
-    md += table(lsum)
-    md += ["", "## Imputation of 10% hidden entries", ""]
-    md += table(isum)
-    (RESULTS / "counts_and_missing.md").write_text("\n".join(md) + "\n")
+          f"wall time {wall:.0f} s. Mean and sd over {args.reps} replicates."]
+    if len(lib):
+        lsum = lib.groupby(["dataset", "method"])[
+            ["precision", "recall", "f1", "factors_per_feature", "heldout_loglik",
+             "seconds"]].agg(["mean", "std"])
+        md += ["", "## Library size and support settings on simulated counts", "",
+               "Simulated negbin counts, 3 true factors; 1.17 (G=18) and 1.10 (G=100) factors "
+               "per feature in the truth; K = 5.", ""]
+        md += table(lsum)
+    if len(imp):
+        isum = imp.groupby(["dataset", "method"])[["rmse", "mae"]].agg(["mean", "std"])
+        md += ["", "## Imputation of 10% hidden entries", ""]
+        md += table(isum)
+    (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
-
 
 if __name__ == "__main__":
     main()

@@ -335,8 +335,23 @@ def bf16_matmuls(make_step):
     return make
 
 
+def saved_activations(make_step):
+    """``make_step`` with the fused decoder saving both hidden activations at every shape
+    (the decoder before 2026-12-07; now the first is recomputed in the backward once one
+    (B, G, H) slab exceeds ``pyro_sparse.nn.decoder._RECOMPUTE_BYTES``)."""
+
+    def make(shape, x):
+        from pyro_sparse.nn import decoder
+
+        decoder._RECOMPUTE_BYTES = 1 << 62
+        return make_step(shape, x)
+
+    return make
+
+
 IMPLS = {
     "pyro": lambda shape, x: pyro_step(shape, x),
+    "pyro-saveacts": saved_activations(pyro_step),
     "pyro-jit": pyro_jit_step,
     "plain": plain_step,
     "authors": authors_step,

@@ -68,6 +68,9 @@ class _WorkspacePool:
 
 
 _WORKSPACE = _WorkspacePool()
+# above this size (bytes of one (B, G, H) activation) the first hidden activation is
+# recomputed in the backward instead of saved
+_RECOMPUTE_BYTES = 1 << 22
 
 
 class _SparseDecoderFn(torch.autograd.Function):
@@ -76,9 +79,12 @@ class _SparseDecoderFn(torch.autograd.Function):
     out_bg = sum_h V_gh relu(A2 relu(A1 (W_g * z_b)) + b2)_h + c_g
 
     The first layer is folded into one matmul per block: relu(z_bk M_k(gh)) with
-    M_kgh = W_gk A1_hk. When a gradient is needed the forward saves the two hidden
-    activations of every block in a pooled workspace (so the backward does no
-    recomputation); all other temporaries are block-sized.
+    M_kgh = W_gk A1_hk. When a gradient is needed the forward saves the hidden
+    activations of every block in a pooled workspace. Past ``_RECOMPUTE_BYTES`` per
+    activation the first is not saved but recomputed in the backward (one matmul with
+    inner size K per block: no slower than reading a (B, G, H) slab back from memory, and
+    half the workspace; at small shapes the extra call would cost more than it saves). All
+    other temporaries are block-sized.
     """
 
     @staticmethod
@@ -90,11 +96,13 @@ class _SparseDecoderFn(torch.autograd.Function):
         A2t_hh = A2_hh.t()
         save = any(ctx.needs_input_grad)
         if save:
-            # one (2, G, B, H) buffer for the saved activations, reused across steps while
+            # one (n, G, B, H) buffer for the saved activations, reused across steps while
             # no live graph holds it: freshly allocated memory is first-touched (page
             # faults) every step otherwise, which cost as much as the matmuls here
             lease = _Lease()
-            ws = _WORKSPACE.take((2, G * B * H), z_bk.dtype, z_bk.device, lease)
+            keep_h1 = G * B * H * z_bk.element_size() <= _RECOMPUTE_BYTES
+            ws = _WORKSPACE.take((2 if keep_h1 else 1, G * B * H), z_bk.dtype, z_bk.device,
+                                 lease)
             ctx.lease = lease
         h1s, h2s = [], []
         for s in range(0, G, block):
@@ -102,13 +110,16 @@ class _SparseDecoderFn(torch.autograd.Function):
             g = e - s
             M_kx = (W_gk[s:e].t().unsqueeze(-1) * A1t_kh.unsqueeze(1)).reshape(K, g * H)
             if save:
-                h1_xh = ws[0, s * B * H:e * B * H].view(B * g, H)
-                h2_xh = ws[1, s * B * H:e * B * H].view(B * g, H)
-                torch.mm(z_bk, M_kx, out=h1_xh.view(B, g * H))
-                torch.relu_(h1_xh)
+                h2_xh = ws[0, s * B * H:e * B * H].view(B * g, H)
+                if keep_h1:
+                    h1_xh = ws[1, s * B * H:e * B * H].view(B * g, H)
+                    torch.mm(z_bk, M_kx, out=h1_xh.view(B, g * H))
+                    torch.relu_(h1_xh)
+                    h1s.append(h1_xh)
+                else:
+                    h1_xh = torch.relu_(z_bk @ M_kx).view(B * g, H)
                 torch.addmm(b2_h, h1_xh, A2t_hh, out=h2_xh)
                 torch.relu_(h2_xh)
-                h1s.append(h1_xh)
                 h2s.append(h2_xh)
             else:
                 h1_xh = torch.relu_(z_bk @ M_kx).view(B * g, H)
@@ -141,7 +152,13 @@ class _SparseDecoderFn(torch.autograd.Function):
         for i, s in enumerate(range(0, G, block)):
             e = min(s + block, G)
             g = e - s
-            h1_xh, h2_xh = h1s[i], h2s[i]
+            h2_xh = h2s[i]
+            Wt_kg = W_gk[s:e].t()
+            M_kx = (Wt_kg.unsqueeze(-1) * A1t_kh.unsqueeze(1)).reshape(K, g * H)
+            if h1s:
+                h1_xh = h1s[i]
+            else:
+                h1_xh = torch.relu_(z_bk @ M_kx).view(B * g, H)  # recomputed, not saved
             gob_gb = grad_bg[:, s:e].t()
             dV_gh[s:e] = (h2_xh.view(B, g, H) * gob_gb.t().unsqueeze(-1)).sum(0)
             dh2_xh = (gob_gb.t().unsqueeze(-1) * V_gh[s:e]).view(B * g, H)
@@ -150,8 +167,6 @@ class _SparseDecoderFn(torch.autograd.Function):
             dA2_hh.addmm_(da2_xh.t(), h1_xh)
             da1_bx = _relu_grad(da2_xh @ A2_hh, h1_xh).view(B, g * H)
             dM_kgh = (zt_kb @ da1_bx).view(K, g, H)
-            Wt_kg = W_gk[s:e].t()
-            M_kx = (Wt_kg.unsqueeze(-1) * A1t_kh.unsqueeze(1)).reshape(K, g * H)
             dzt_kb.addmm_(M_kx, da1_bx.t())  # (K, B): twice as fast as da1 @ M^T here
             # dW_gk = sum_h dM_kgh A1_hk ; dA1_hk += sum_g dM_kgh W_gk
             dW_gk[s:e] = torch.bmm(dM_kgh, A1t_kh.unsqueeze(-1)).squeeze(-1).t()

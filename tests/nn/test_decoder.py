@@ -2,6 +2,16 @@ import pytest
 import torch
 
 from pyro_sparse.nn import DenseDecoder, GaussianEncoder, SparseDecoder, sparse_decoder_forward
+from pyro_sparse.nn import decoder as decoder_module
+
+
+@pytest.fixture(params=["saved", "recomputed"])
+def first_activation(request, monkeypatch):
+    """Both backward paths: the first hidden activation saved by the forward (small shapes)
+    or recomputed in the backward (large shapes; forced here by a zero size limit)."""
+    limit = 0 if request.param == "recomputed" else 1 << 40
+    monkeypatch.setattr(decoder_module, "_RECOMPUTE_BYTES", limit)
+    return request.param
 
 
 def naive(z, W, A1, A2, b2, V, c):
@@ -18,7 +28,7 @@ def params(B=6, G=5, K=3, H=4, dtype=torch.float64, seed=0):
 
 
 @pytest.mark.parametrize("block", [1, 2, 3, 5, 8])
-def test_fused_decoder_matches_naive_forward_and_gradients(block):
+def test_fused_decoder_matches_naive_forward_and_gradients(block, first_activation):
     p = params()
     out = sparse_decoder_forward(*p, block=block)
     ref = naive(*p)
@@ -30,7 +40,7 @@ def test_fused_decoder_matches_naive_forward_and_gradients(block):
         torch.testing.assert_close(a, b)
 
 
-def test_fused_decoder_gradcheck():
+def test_fused_decoder_gradcheck(first_activation):
     p = params(B=4, G=3, K=2, H=3)
     assert torch.autograd.gradcheck(lambda *a: sparse_decoder_forward(*a, block=2), p)
 
@@ -61,7 +71,7 @@ def test_dense_decoder_and_encoder_shapes():
     assert (scale > 0).all()
 
 
-def test_workspace_is_not_shared_between_live_graphs():
+def test_workspace_is_not_shared_between_live_graphs(first_activation):
     """Two forwards before either backward: each graph keeps its own saved activations."""
     p1 = params(B=8, G=5, K=3, H=4, seed=1)
     p2 = params(B=8, G=5, K=3, H=4, seed=2)
@@ -78,3 +88,16 @@ def test_no_grad_forward_matches():
     p = params()
     with torch.no_grad():
         torch.testing.assert_close(sparse_decoder_forward(*p, block=2), naive(*p))
+
+
+def test_large_shapes_recompute_the_first_activation(monkeypatch):
+    """Past the size limit only one activation slab is pooled (half the workspace)."""
+    B, G, H = 64, 40, 32
+    p = params(B=B, G=G, K=3, H=H, dtype=torch.float32)
+    for limit, n_slabs in ((1 << 40, 2), (0, 1)):
+        monkeypatch.setattr(decoder_module, "_RECOMPUTE_BYTES", limit)
+        decoder_module._WORKSPACE.clear()
+        out = sparse_decoder_forward(*p, block=4)
+        (buf, _), = decoder_module._WORKSPACE.entries
+        assert buf.shape == (n_slabs, G * B * H)
+        torch.autograd.grad(out.sum(), p)

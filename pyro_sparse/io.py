@@ -124,8 +124,12 @@ def as_data_matrix(X, what: str = "X", layer: str | None = None):
             raise TypeError(f"{what} must be numeric, got dtype {arr.dtype}")
         arr = arr.astype(np.float64)
     if arr.ndim != 2:
+        hint = ""
+        if arr.ndim == 1:  # one row (or a pandas Series) passed on its own
+            hint = ("; for a single row pass X.reshape(1, -1) (a pandas Series: "
+                    "s.to_frame().T)")
         raise ValueError(f"{what} must be 2-dimensional (samples x features), got shape "
-                         f"{arr.shape}")
+                         f"{arr.shape}{hint}")
     return arr, names
 
 

@@ -155,6 +155,13 @@ def test_wrong_feature_count_in_transform(fitted):
         fitted.transform(np.zeros((3, 6)))
     with pytest.raises(ValueError, match="not fitted"):
         ps.SparseVAE().transform(np.zeros((3, 6)))
+    # one row on its own: the message says how to pass it
+    import pandas as pd
+
+    row = pd.DataFrame(np.zeros((2, 7))).iloc[0]
+    with pytest.raises(ValueError, match=r"got shape \(7,\); for a single row .*to_frame\(\)\.T"):
+        fitted.transform(row)
+    assert fitted.transform(row.to_frame().T).shape == (1, fitted.n_factors)
 
 
 @pytest.mark.parametrize("kwargs,exc,match", [

@@ -90,7 +90,7 @@ def execute(path: Path, timeout: int = 1800) -> float:
         os.environ.pop(name, None)
     nb = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     wall = time.perf_counter() - t0
     errors = [(i, o.get("ename"), o.get("evalue")) for i, c in enumerate(nb.cells)

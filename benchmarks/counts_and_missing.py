@@ -45,6 +45,8 @@ SETTINGS = {
     "corr5-refine": ("composition", {"factor_correlation": True, "lkj_concentration": 5.0,
                                      "refine_support": True}),
     "reseed3": ("composition", {"reseed_rounds": 3}),
+    "fa": ("composition", {"init": "factor_analysis"}),
+    "fa-refine": ("composition", {"init": "factor_analysis", "refine_support": True}),
 }
 
 
@@ -105,7 +107,8 @@ def main(argv=None):
                     default=["composition", "offset"],
                     help="part library: the fits compared (refine: refine_support=True; "
                          "corr5-refine: with factor_correlation, lkj_concentration=5; "
-                         "reseed3: reseed_rounds=3; all with library=composition)")
+                         "reseed3: reseed_rounds=3; fa: init='factor_analysis', a "
+                         "varimax-rotated start; all with library=composition)")
     ap.add_argument("--name", default="counts_and_missing",
                     help="results file stem (benchmarks/results/NAME.{csv,md})")
     args = ap.parse_args(argv)

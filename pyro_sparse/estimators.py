@@ -1571,6 +1571,67 @@ class SparseVAE(_Estimator):
             return self._decode_with(self.model_, self.guide_, z_bk)
         return self.model_.decoder(z_bk, W_gk)
 
+    def effective_support(self, X, min_share: float = 0.1, threshold: float = 0.5,
+                          layer: str | None = None) -> np.ndarray:
+        """The p* support restricted to entries with a real effect on the rows ``X``.
+
+        Entry (g, k) is kept when p*_gk >= ``threshold`` and factor k carries at least
+        ``min_share`` of feature g's decoded variation (:meth:`effect_shares`). A loading
+        can sit in the slab while barely changing what the decoder outputs (a small
+        cross-loading onto a correlated factor, typically); this drops those entries without
+        refitting. Unlike ``refine_support=True`` it does not change W.
+
+        Parameters
+        ----------
+        X : array-like, DataFrame, AnnData or scipy.sparse matrix, shape (N, G)
+            Rows to measure the effects on (the training rows, say).
+        min_share : float
+            Smallest share of a feature's decoded variation an entry must carry.
+        threshold : float
+            p* threshold of the support.
+        layer : str, optional
+            With an AnnData, the layer to use.
+
+        Returns
+        -------
+        numpy.ndarray of bool, shape (G, K)
+        """
+        if not 0.0 < float(min_share):
+            raise ValueError(f"min_share must be > 0, got {min_share!r}")
+        if not 0.0 < float(threshold) < 1.0:
+            raise ValueError(f"threshold must lie in (0, 1), got {threshold!r}")
+        S = estimated_support(self.loadings_, self.inclusion_probs_, p_threshold=threshold)
+        return S & (np.nan_to_num(self.effect_shares(X, layer=layer)) >= float(min_share))
+
+    def effect_shares(self, X, layer: str | None = None) -> np.ndarray:
+        """Share of each feature's decoded variation that each factor carries, on rows ``X``.
+
+        ``share_gk = mean_n (f_g(W_g z_n) - f_g(W_g^(-k) z_n))^2 / var_n f_g(W_g z_n)`` at
+        the encoder means ``z_n`` of the rows, with ``W_g^(-k)`` the loadings of feature g
+        with entry k set to 0 (:func:`pyro_sparse.infer.effect_share`). Unlike p*, it does
+        not depend on how the scale of a factor is split between W and the decoder's first
+        layer: a small loading that the first layer scales up still shows its effect here.
+
+        Parameters
+        ----------
+        X : array-like, DataFrame, AnnData or scipy.sparse matrix, shape (N, G)
+            Rows to measure on (the training rows, or new ones).
+        layer : str, optional
+            With an AnnData, the layer to use.
+
+        Returns
+        -------
+        numpy.ndarray, shape (G, K)
+            Non-negative shares, 0 where W_gk = 0 (above 1 when the factor's effect is
+            partly cancelled by the others).
+        """
+        self._check_fitted()
+        z_nk = torch.as_tensor(self.transform(X, layer=layer), dtype=torch.float32,
+                               device=self.device_)
+        with _local_params():
+            return effect_share(self._decode, z_nk,
+                                self.guide_.globals_guide._W_point().detach())
+
     def _decode_with(self, model, guide, z_bk):
         return model.decoder(z_bk, guide.globals_guide._W_point().detach())
 

@@ -634,3 +634,24 @@ def test_repr_shows_the_changed_arguments_and_evaluates_back():
     assert repr(ps.fit_restarts(ps.VAE(n_factors=1, hidden_dim=4), np.random.default_rng(0)
                                 .normal(size=(30, 3)), n_restarts=2, epochs=1,
                                 progress=False)).startswith("Restarts(2 x VAE(n_factors=1")
+
+
+def test_effective_support_drops_entries_without_effect(fitted, data):
+    """The p* support restricted to entries carrying >= min_share of a feature's decoded
+    variation: a subset of the p* support, equal to it at a negligible bar, empty above
+    every share."""
+    from pyro_sparse.diagnostics import estimated_support
+
+    S = estimated_support(fitted.loadings_, fitted.inclusion_probs_)
+    share = fitted.effect_shares(data.X)
+    assert share.shape == S.shape and (share >= 0).all()
+    E = fitted.effective_support(data.X, min_share=0.1)
+    np.testing.assert_array_equal(E, S & (share >= 0.1))
+    assert not (E & ~S).any()
+    np.testing.assert_array_equal(fitted.effective_support(data.X, min_share=1e-12),
+                                  S & (share >= 1e-12))
+    assert not fitted.effective_support(data.X, min_share=share.max() + 1).any()
+    with pytest.raises(ValueError, match="min_share"):
+        fitted.effective_support(data.X, min_share=0)
+    with pytest.raises(ValueError, match="threshold"):
+        fitted.effective_support(data.X, threshold=1.5)

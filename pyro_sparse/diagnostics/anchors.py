@@ -17,8 +17,8 @@ from .residuals import RESIDUAL_EXCESS, ResidualCheck, residual_check
 from .support import anchors as support_anchors
 from .support import corr, match_factors, support_scores
 
-__all__ = ["AnchorReport", "anchor_report", "anchor_probability", "prune_factors",
-           "match_supports", "redundant_factors"]
+__all__ = ["AnchorReport", "anchor_report", "anchor_probability", "hidden_effects",
+           "prune_factors", "match_supports", "redundant_factors"]
 
 #: |corr| of two used factors' encoder means from which the report flags them as redundant
 REDUNDANCY = 0.9
@@ -135,6 +135,13 @@ class AnchorReport:
     residual : ResidualCheck or None
         With ``X``: the residual dependence check (:func:`~pyro_sparse.diagnostics.
         residual_check`), a sign of a factor the fit missed when flagged; None without ``X``.
+    hidden_effects : list of (str, int, int, int) or None
+        With ``X``: ``(factor, n_outside, n_effect, n_support)`` for each factor that carries
+        at least ``effect_share`` of the decoded variation of ``n_effect`` features, of which
+        ``n_outside`` (at least 2, and at least as many as the factor's support) lie outside
+        its p* support: loadings too small for p* that the decoder's first layer scales up,
+        so p* understates where the factor acts (read ``model.effect_shares(X)``); None
+        without ``X``.
     """
 
     table: object
@@ -146,6 +153,7 @@ class AnchorReport:
     notes: list = field(default_factory=list)
     redundant: list | None = None
     residual: ResidualCheck | None = None
+    hidden_effects: list | None = None
 
     def __str__(self):
         lines = [f"Anchor report (support: posterior mean p* >= {self.threshold})"]
@@ -165,6 +173,10 @@ class AnchorReport:
                          f"{', '.join(self.unused_factors)}")
         for a, b, r in self.redundant or []:
             lines.append(f"  REDUNDANT: {a} and {b} (encoder means correlate r={r:+.2f})")
+        for f, n_out, n_eff, n_sup in self.hidden_effects or []:
+            lines.append(f"  EFFECT OUTSIDE THE SUPPORT: {f} carries a share of the decoded "
+                         f"variation of {n_eff} features, {n_out} of them outside its "
+                         f"support of {n_sup}")
         if self.residual is not None and self.residual.flagged:
             lines.append("  RESIDUALS SHARE VARIATION: " + ", ".join(
                 n for n, _ in self.residual.features)
@@ -199,7 +211,10 @@ class AnchorReport:
                    notes=[str(n) for n in self.notes],
                    redundant=None if self.redundant is None else
                    [dict(factors=[str(a), str(b)], corr=float(r)) for a, b, r in self.redundant],
-                   residual=None if self.residual is None else self.residual.to_dict())
+                   residual=None if self.residual is None else self.residual.to_dict(),
+                   hidden_effects=None if self.hidden_effects is None else
+                   [dict(factor=str(f), n_outside=int(o), n_effect=int(e), n_support=int(n))
+                    for f, o, e, n in self.hidden_effects])
         if self.scores is not None:
             out["scores"] = {k: (v.tolist() if hasattr(v, "tolist") else v)
                              for k, v in self.scores.items()}
@@ -222,7 +237,8 @@ def _pooled_draws(chains, num_samples, seed):
 def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 1000,
                   z_true=None, X=None, seed: int = 0,
                   redundancy: float = REDUNDANCY,
-                  residual_excess: float = RESIDUAL_EXCESS) -> AnchorReport:
+                  residual_excess: float = RESIDUAL_EXCESS,
+                  effect_share: float = 0.1) -> AnchorReport:
     """Anchors per factor, assumption A1, unused factors and (with ``truth``) recovery scores.
 
     Parameters
@@ -255,6 +271,11 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
         flags the fit when the largest eigenvalue of the residuals' correlation matrix
         reaches the independent-noise edge plus this, with a note: features whose shared
         variation the fit calls noise, usually a missed factor.
+    effect_share : float
+        With ``X``: a factor acts on a feature when it carries at least this share of the
+        feature's decoded variation on the rows of ``X`` (``model.effect_shares(X)``, first
+        restart); factors that act on more features outside their p* support than inside it
+        are listed in ``hidden_effects`` (:func:`hidden_effects`) with a note.
 
     Returns
     -------
@@ -303,10 +324,20 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
                 + ". The fit has probably split one factor in two and may have missed "
                 "another: refit with other seeds or n_restarts and compare the ELBO.")
     residual = None
+    hidden = None
     if X is not None:
         residual = residual_check(est, X, excess=residual_excess)
         if residual.flagged:
             notes.append(str(residual))
+        hidden = hidden_effects(est.effect_shares(X)[:, chains[0][1]], S, effect_share,
+                                fnames)
+        if hidden:
+            notes.append(
+                "p* understates where " + ", ".join(f for f, *_ in hidden) + " act: their "
+                "loadings on those features are too small for the spike-and-slab prior to "
+                "count, but the decoder's first layer scales them up (W's scale is not "
+                "identified). Read model.effect_shares(X) for where a factor acts; "
+                "refine_support=True prunes entries by their effect.")
     scores = None
     if truth is not None:
         St = np.asarray(truth)
@@ -328,7 +359,44 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
         scores["anchor_recall"] = hit / n_true if n_true else float("nan")
         scores["match"] = match
     return AnchorReport(table, factors, S, unused, float(threshold), scores, notes, redundant,
-                        residual)
+                        residual, hidden)
+
+
+def hidden_effects(share_gk, support_gk, effect_share: float = 0.1, names=None) -> list:
+    """Factors that act on more features than their p* support says.
+
+    Parameters
+    ----------
+    share_gk : array, shape (G, K)
+        Effect shares (``SparseVAE.effect_shares``), factors in the support's order.
+    support_gk : array of bool, shape (G, K)
+        The p* support.
+    effect_share : float
+        A factor acts on a feature when it carries at least this share of the feature's
+        decoded variation.
+    names : sequence of str, optional
+        Factor names (default ``factor_k``).
+
+    Returns
+    -------
+    list of (str, int, int, int)
+        ``(factor, n_outside, n_effect, n_support)`` for each factor with at least two
+        features it acts on outside its support, and at least as many as inside it.
+    """
+    share_gk = np.asarray(share_gk, dtype=float)
+    S = np.asarray(support_gk, dtype=bool)
+    if share_gk.shape != S.shape:
+        raise ValueError(f"share_gk has shape {share_gk.shape} but the support has {S.shape}")
+    if not 0.0 < float(effect_share):
+        raise ValueError(f"effect_share must be > 0, got {effect_share!r}")
+    acts = np.nan_to_num(share_gk, nan=0.0) >= effect_share
+    names = names or [f"factor_{k}" for k in range(S.shape[1])]
+    out = []
+    for k in range(S.shape[1]):
+        n_out = int((acts[:, k] & ~S[:, k]).sum())
+        if n_out >= 2 and n_out >= int(S[:, k].sum()):
+            out.append((names[k], n_out, int(acts[:, k].sum()), int(S[:, k].sum())))
+    return out
 
 
 def prune_factors(model, threshold: float = 0.5, num_samples: int = 200) -> np.ndarray:

@@ -147,3 +147,44 @@ def test_report_flags_a_factor_copied_into_another(tmp_path):
     text = str(rep)
     assert f"REDUNDANT: {pair[0]} and {pair[1]}" in text and "split one factor" in text
     assert pair in [d["factors"] for d in rep.to_dict()["redundant"]]
+
+
+def test_hidden_effects_hand_cases():
+    from pyro_sparse.diagnostics import hidden_effects
+
+    share = np.array([[0.5, 0.0], [0.3, 0.2], [0.2, 0.0], [0.0, 0.15]])
+    S = np.array([[1, 0], [0, 1], [0, 0], [0, 1]], bool)
+    # factor 0 acts on 3 features, 2 of them outside its 1-feature support: listed
+    assert hidden_effects(share, S) == [("factor_0", 2, 3, 1)]
+    # a higher bar: factor 0 acts on 2 features, 1 outside: not listed
+    assert hidden_effects(share, S, effect_share=0.25) == []
+    # its support covering them: not listed
+    assert hidden_effects(share, S | np.array([[0, 0], [1, 0], [1, 0], [0, 0]], bool)) == []
+    with pytest.raises(ValueError, match="shape"):
+        hidden_effects(share[:, :1], S)
+
+
+def test_report_sees_loadings_the_first_layer_scales_up():
+    """W's scale is not identified: move it into the decoder's first layer and p* loses the
+    factor while the decoded function, and so the effect shares, stay the same."""
+    import torch
+
+    data = ps.datasets.paper_synthetic(n=300, rho=0.0, seed=0)
+    m = ps.SparseVAE(n_factors=3, hidden_dim=8).fit(data.X, epochs=30, seed=0, progress=False)
+    k = int(np.argmax((m.inclusion_probs_ >= 0.5).sum(0)))
+    share0 = m.effect_shares(data.X)
+    rec0 = m.reconstruct(data.X)
+    c = np.ones(3, dtype=np.float32)
+    c[k] = 1e-3
+    with torch.no_grad():
+        m.guide_.globals_guide.scale_columns(torch.as_tensor(c))
+        m.model_.decoder.A1_hk[:, k] /= 1e-3
+    m._set_fitted_attributes()
+    np.testing.assert_allclose(m.reconstruct(data.X), rec0, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(m.effect_shares(data.X), share0, rtol=0.1, atol=1e-2)
+    assert not (m.inclusion_probs_[:, k] >= 0.5).any()   # p* no longer sees the factor
+    rep = anchor_report(m, X=data.X, num_samples=3)
+    assert f"factor_{k}" in [f for f, *_ in rep.hidden_effects]
+    assert "EFFECT OUTSIDE THE SUPPORT" in str(rep) and "understates" in str(rep)
+    assert f"factor_{k}" in [d["factor"] for d in rep.to_dict()["hidden_effects"]]
+    assert anchor_report(m, num_samples=3).hidden_effects is None   # needs X

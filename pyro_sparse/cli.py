@@ -118,9 +118,9 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 
 # what `fit` and `demo` write into --out: --overwrite replaces a folder holding only these
-OUTPUT_ENTRIES = frozenset({"anchors.json", "data.csv", "factors.csv", "heldout.csv",
-                            "inclusion.csv", "loadings.csv", "metrics.json", "model", "plots",
-                            "posterior.nc"})
+OUTPUT_ENTRIES = frozenset({"anchors.json", "data.csv", "effect.csv", "factors.csv",
+                            "heldout.csv", "inclusion.csv", "loadings.csv", "metrics.json",
+                            "model", "plots", "posterior.nc"})
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
@@ -169,8 +169,8 @@ def write_fit_outputs(est, folder, data, heldout_rows=None, extra_metrics=None,
     """Write everything ``pyro-sparse fit`` leaves in its output folder into ``folder``.
 
     ``model/``, ``factors.csv``, ``metrics.json``, ``posterior.nc``, ``plots/loss.png`` and,
-    for models with loadings, ``loadings.csv``, ``inclusion.csv``, ``anchors.json`` and
-    ``plots/loadings.png``.
+    for models with loadings, ``loadings.csv``, ``inclusion.csv``, ``effect.csv`` (effect
+    shares on the fitted rows), ``anchors.json`` and ``plots/loadings.png``.
 
     Parameters
     ----------
@@ -224,6 +224,11 @@ def write_fit_outputs(est, folder, data, heldout_rows=None, extra_metrics=None,
     if hasattr(est, "loadings_"):
         write_csv(folder / "loadings.csv", est.loadings_, features, factors, "feature")
         write_csv(folder / "inclusion.csv", est.inclusion_probs_, features, factors, "feature")
+        # where each factor acts on the rows the model was fitted on (held-out rows left out)
+        fit_rows = X if heldout_rows is None or not len(heldout_rows) else \
+            X[np.setdiff1d(np.arange(X.shape[0]), heldout_rows)]
+        write_csv(folder / "effect.csv", est.effect_shares(fit_rows), features, factors,
+                  "feature")
         rep = anchor_report(est, num_samples=num_draws, X=data)
         (folder / "anchors.json").write_text(json.dumps(rep.to_dict(), indent=2) + "\n")
     point = est.posterior_is_point_mass_

@@ -54,10 +54,14 @@ def work(tmp_path_factory):
 
 def test_fit_writes_every_output_and_the_other_commands_read_them(work):
     out = work / "fitted"
-    for f in ("loadings.csv", "inclusion.csv", "factors.csv", "anchors.json", "metrics.json",
-              "posterior.nc", "model/config.json", "plots/loss.png", "plots/loadings.png"):
+    for f in ("loadings.csv", "inclusion.csv", "effect.csv", "factors.csv", "anchors.json",
+              "metrics.json", "posterior.nc", "model/config.json", "plots/loss.png",
+              "plots/loadings.png"):
         assert (out / f).is_file(), f
     L = pd.read_csv(out / "loadings.csv", index_col=0)
+    E = pd.read_csv(out / "effect.csv", index_col=0)
+    assert E.shape == L.shape and list(E.index) == list(L.index) and (E.to_numpy() >= 0).all()
+    assert (E.to_numpy()[L.to_numpy() == 0] == 0).all()   # no loading, no effect
     assert list(L.index) == [f"g{j}" for j in range(7)]
     assert list(L.columns) == ["factor_0", "factor_1", "factor_2"]
     F = pd.read_csv(out / "factors.csv", index_col=0)

@@ -222,7 +222,8 @@ def _fit_learned(x, K, seed, guide_name, epochs, lambda0, lambda1, restarts, fit
     flags = dict(n_used_factors=int(len(used)), a1_all_used=bool(used["a1"].all()),
                  loss_per_row=float(est.loss_history_[-1]) / x.shape[0],
                  warned=est.fit_info_["loss_trend"]["converged"] is False)
-    flags = dict(flags, eta_fit=np.asarray(est.eta_, dtype=float))
+    flags = dict(flags, eta_fit=np.asarray(est.eta_, dtype=float),
+                 share=est.effect_shares(x.numpy()))
     return None, est.inclusion_probs_, est.transform(x.numpy()), flags
 
 
@@ -275,6 +276,7 @@ def _score(seed, name, draws, p, mu, flags, z, gamma, W, seconds):
     G, K = W.shape
     flags = dict(flags)
     eta_fit = flags.pop("eta_fit")  # per fitted factor; each row gets its matched factor's
+    share = flags.pop("share", None)  # effect shares (G, K fitted), decoder-learned fits
     # the factors' order and signs are not identified (z_k -> -z_k with W_:k -> -W_:k
     # leaves everything unchanged even with the network fixed): match each true factor to an
     # encoder factor (Hungarian on |corr| of encoder means and true z) and take its sign
@@ -292,6 +294,11 @@ def _score(seed, name, draws, p, mu, flags, z, gamma, W, seconds):
     surplus = np.setdiff1d(np.arange(Kf), of_true)  # fitted factors no true one matched
     p_surplus = p[:, surplus]
     p = p[:, of_true]
+    if share is None:
+        share_surplus = np.full(p_surplus.shape, np.nan)
+        share = np.full(p.shape, np.nan)
+    else:
+        share_surplus, share = share[:, surplus], share[:, of_true]
     if draws is not None:
         draws = draws[:, :, of_true] * sign
     rows = []
@@ -300,13 +307,15 @@ def _score(seed, name, draws, p, mu, flags, z, gamma, W, seconds):
             rows.append(dict(seed=seed, guide=name, g=gi, k=K + j, W_true=0.0, gamma=False,
                              q_mean=np.nan, q_sd=np.nan, p_star=float(p_surplus[gi, j]),
                              eta_fit=float(eta_fit[surplus[j]]), in50=np.nan, in90=np.nan,
+                             share=float(share_surplus[gi, j]),
                              ordered=ordered, recovered=recovered, seconds=seconds, **flags))
         for k in range(K):
             row = dict(seed=seed, guide=name,
                        g=gi, k=k, W_true=float(W[gi, k]), gamma=bool(gamma[gi, k]),
                        q_mean=np.nan, q_sd=np.nan, p_star=float(p[gi, k]),
                        eta_fit=float(eta_fit[of_true[k]]), in50=np.nan,
-                       in90=np.nan, ordered=ordered, recovered=recovered, seconds=seconds,
+                       in90=np.nan, share=float(share[gi, k]), ordered=ordered,
+                       recovered=recovered, seconds=seconds,
                        **flags)
             if draws is not None:
                 d = draws[:, gi, k]
@@ -421,14 +430,20 @@ def summarize(df, lambda0=10.0, lambda1=1.0):
             ordered=d.groupby("seed")["ordered"].first().mean(),
             recovered=d.groupby("seed")["recovered"].first().mean(),
             seconds_per_fit=d.groupby("seed")["seconds"].max().mean(),
-            a1=_a1_summary(d), f1=_f1(d), loss=_per_rep(d, "loss_per_row", "{:.1f}"),
+            a1=_a1_summary(d), f1=_f1(d), f1_effect=_f1(d, 0.1),
+            loss=_per_rep(d, "loss_per_row", "{:.1f}"),
             warned=_per_rep(d, "warned", "{:.0f}", np.sum)))
     return lines
 
 
-def _f1(d):
-    """Support F1 of p* >= 0.5 against gamma, pooled over the replicates' entries."""
+def _f1(d, min_share=None):
+    """Support F1 of p* >= 0.5 against gamma, pooled over the replicates' entries; with
+    ``min_share``, of p* >= 0.5 and effect share >= min_share (NaN without shares)."""
     S, T = d["p_star"].to_numpy() >= 0.5, d["gamma"].to_numpy().astype(bool)
+    if min_share is not None:
+        if "share" not in d or d["share"].isna().all():
+            return float("nan")
+        S = S & (d["share"].to_numpy() >= min_share)
     tp = float((S & T).sum())
     return 2 * tp / max(float(S.sum() + T.sum()), 1.0)
 
@@ -495,9 +510,11 @@ def render(df, name, lambda0=10.0, lambda1=1.0):
           "recovered) | max reliability gap | max reliability gap (reps with factors recovered) | "
           "gap a calibrated p* would show (95%) | p-value of the gap | bins shown > 0.1 off "
           "/ checked | gap at the true W | "
-          "Brier | support F1 (p* >= 0.5) | A1 met by every used factor | final loss / row | "
+          "Brier | support F1 (p* >= 0.5) | support F1 (p* >= 0.5, effect share >= 0.1) | "
+          "A1 met by every used factor | final loss / row | "
           "reps with a ConvergenceWarning | s / rep |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+          "---|"]
     for s in summ:
         md.append(f"| {s['guide']} | {s['reps']} | {s['ordered']:.2f} | "
                   f"{s['recovered']:.2f} | {s['entries']} | "
@@ -507,7 +524,8 @@ def render(df, name, lambda0=10.0, lambda1=1.0):
                   f"{s['max_reliability_gap_recovered']:.3f} | "
                   f"{s['noise'].calibrated_quantile:.3f} | {s['noise'].p_value:.3f} | "
                   f"{s['noise'].n_outside}/{s['noise'].n_checked} | {s['oracle_gap']:.3f} | "
-                  f"{s['brier']:.4f} | {s['f1']:.2f} | {s['a1']} | {s['loss']} | "
+                  f"{s['brier']:.4f} | {s['f1']:.2f} | {s['f1_effect']:.2f} | {s['a1']} | "
+                  f"{s['loss']} | "
                   f"{s['warned']} | "
                   f"{s['seconds_per_fit']:.0f} |")
     md += ["", "Reliability bins (guide: bin mean predicted -> observed frequency "

@@ -1402,9 +1402,7 @@ class SparseVAE(_Estimator):
         ft_epochs, ft_lr = max(1, epochs // 2), lr / 10
         base_model, base_guide = self.model_, self.guide_
         S0 = estimated_support(self.loadings_, self.inclusion_probs_)
-        z_nk = torch.as_tensor(self.transform(fit_arr), dtype=torch.float32, device=dev)
-        share = effect_share(self._decode, z_nk, base_guide.globals_guide._W_point().detach())
-        cands = candidate_supports(S0, share)
+        cands = candidate_supports(S0, self.effect_shares(fit_arr))
         x_fit = as_rows(fit_arr, dev)
 
         def tune_and_score(model, guide, n_epochs, tune_seed, desc):
@@ -1628,9 +1626,7 @@ class SparseVAE(_Estimator):
         self._check_fitted()
         z_nk = torch.as_tensor(self.transform(X, layer=layer), dtype=torch.float32,
                                device=self.device_)
-        with _local_params():
-            return effect_share(self._decode, z_nk,
-                                self.guide_.globals_guide._W_point().detach())
+        return effect_share(self._decode, z_nk, self.guide_.globals_guide._W_point().detach())
 
     def _decode_with(self, model, guide, z_bk):
         return model.decoder(z_bk, guide.globals_guide._W_point().detach())

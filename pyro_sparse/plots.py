@@ -8,7 +8,10 @@ and the K-selection curve of :func:`pyro_sparse.select_n_factors`.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+from matplotlib.figure import Figure  # this module itself loads on first use (ps.plots)
 
 __all__ = ["plot_loadings", "plot_anchor_curves", "plot_forest", "plot_loss", "plot_ppc",
            "plot_k_selection"]
@@ -42,34 +45,22 @@ def _select_features(da, features):
     return da.sel(feature=list(features))
 
 
-def _png_bytes(fig) -> bytes:
-    # what a notebook shows: the figure rendered as PNG (Agg, no pyplot, no display needed)
-    import io
+class _NotebookFigure(Figure):
+    """A matplotlib Figure that notebooks display as a PNG image.
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    return buf.getvalue()
+    Not registered with pyplot, so nothing accumulates in its state; IPython draws a plain
+    Figure only once pyplot's inline backend is loaded, which a user who never imports pyplot
+    lacks, so the figure renders itself (Agg, no display needed).
+    """
 
-
-def _figure_class():
-    # a plain matplotlib Figure (not registered with pyplot, so nothing accumulates in its
-    # state) that Jupyter / IPython display as an image: IPython draws a Figure itself only
-    # once pyplot's inline backend is loaded, which a user who never imports pyplot lacks.
-    # Built on first use (matplotlib is imported lazily) and kept as a module attribute so
-    # that its figures pickle.
-    cls = globals().get("_NotebookFigure")
-    if cls is None:
-        from matplotlib.figure import Figure
-
-        cls = type("_NotebookFigure", (Figure,), {
-            "_repr_png_": _png_bytes, "__module__": __name__,
-            "__doc__": "A matplotlib Figure that notebooks display as a PNG image."})
-        globals()["_NotebookFigure"] = cls
-    return cls
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
 
 
 def _figure(figsize):
-    return _figure_class()(figsize=figsize, layout="constrained")
+    return _NotebookFigure(figsize=figsize, layout="constrained")
 
 
 def plot_loadings(loadings_gk, inclusion_gk=None, feature_names=None, factor_names=None,
@@ -353,9 +344,3 @@ def plot_k_selection(table):
     ax.set_xticks(k)
     return fig
 
-
-def __getattr__(name):
-    # unpickling a figure in a fresh process looks the class up before any plot was drawn
-    if name == "_NotebookFigure":
-        return _figure_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,6 +8,7 @@ from .anchors import (
     anchor_report,
     hidden_effects,
     match_supports,
+    merge_redundant,
     prune_factors,
     redundant_factors,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "latent_activity",
     "match_factors",
     "match_supports",
+    "merge_redundant",
     "mig",
     "prune_factors",
     "redundant_factors",

@@ -18,7 +18,7 @@ from .support import anchors as support_anchors
 from .support import corr, match_factors, support_scores
 
 __all__ = ["AnchorReport", "anchor_report", "anchor_probability", "hidden_effects",
-           "prune_factors", "match_supports", "redundant_factors"]
+           "prune_factors", "match_supports", "redundant_factors", "merge_redundant"]
 
 #: |corr| of two used factors' encoder means from which the report flags them as redundant
 REDUNDANCY = 0.9
@@ -83,6 +83,50 @@ def redundant_factors(codes_nk, used_k=None, threshold: float = REDUNDANCY) -> l
     pairs = [(int(idx[i]), int(idx[j]), float(c[i, j])) for i in range(len(idx))
              for j in range(i + 1, len(idx)) if abs(c[i, j]) >= threshold]
     return sorted(pairs, key=lambda t: -abs(t[2]))
+
+
+def merge_redundant(S_gk, codes_nk, threshold: float = REDUNDANCY) -> np.ndarray:
+    """A support with each group of redundant factors read as one factor.
+
+    Used factors (non-empty columns of ``S_gk``) whose codes correlate at
+    ``|r| >= threshold`` (:func:`redundant_factors`, joined transitively) are one factor
+    split in two or more latents: the lowest-numbered column of each group gets the union of
+    the group's supports and the others are emptied. Nothing else changes; the fitted model
+    is not touched.
+
+    Parameters
+    ----------
+    S_gk : array of bool, shape (G, K)
+        A support (the p* support, or :meth:`SparseVAE.effective_support`).
+    codes_nk : array, shape (N, K)
+        Encoder means of some rows (the training rows, say).
+    threshold : float
+        |corr| from which two used factors are merged (the anchor report's redundancy
+        threshold by default).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (G, K)
+    """
+    S = np.asarray(S_gk, bool)
+    Z = np.asarray(codes_nk, float)
+    if S.ndim != 2 or Z.ndim != 2 or S.shape[1] != Z.shape[1]:
+        raise ValueError(f"S_gk (G, K) and codes_nk (N, K) need the same K, got shapes "
+                         f"{S.shape} and {Z.shape}")
+    root = list(range(S.shape[1]))
+
+    def find(k):
+        while root[k] != k:
+            k = root[k]
+        return k
+
+    for k, m, _ in redundant_factors(Z, S.any(0), threshold):
+        a, b = sorted((find(k), find(m)))
+        root[b] = a
+    out = np.zeros_like(S)
+    for k in range(S.shape[1]):
+        out[:, find(k)] |= S[:, k]
+    return out
 
 
 def match_supports(S_true_gj: np.ndarray, S_hat_gk: np.ndarray) -> np.ndarray:
@@ -322,7 +366,8 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
                 "redundant factors: " + "; ".join(f"{a} ~ {b} (r={r:+.2f})" for a, b, r in
                                                   redundant)
                 + ". The fit has probably split one factor in two and may have missed "
-                "another: refit with other seeds or n_restarts and compare the ELBO.")
+                "another: refit with other seeds or n_restarts and compare the ELBO, or "
+                "read each group as one factor (diagnostics.merge_redundant).")
     residual = None
     hidden = None
     if X is not None:

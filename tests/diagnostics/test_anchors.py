@@ -120,6 +120,37 @@ def test_redundant_factors_hand_cases():
         redundant_factors(a)
 
 
+def test_merge_redundant_hand_cases():
+    from pyro_sparse.diagnostics import merge_redundant
+
+    rng = np.random.default_rng(1)
+    n = 4000
+    a, b, n1, n2 = rng.standard_normal((4, n))
+    # factor 3 is a noisy, sign-flipped copy of factor 1 (|r| 0.93) and 4 a noisier copy of
+    # 3 (|r| 0.94 with 3 but 0.87 with 1: joined to 1 only through 3); 2 is b; 0 is unused
+    # though its code copies a
+    Z = np.c_[a, a, b, -(a + 0.4 * n1), -(a + 0.4 * n1) - 0.4 * n2]
+    c = np.abs(np.corrcoef(Z.T))
+    assert c[1, 3] > 0.91 and c[3, 4] > 0.91 and c[1, 4] < 0.89
+    S = np.array([[0, 1, 0, 1, 0],
+                  [0, 1, 0, 0, 0],
+                  [0, 0, 1, 0, 0],
+                  [0, 0, 1, 0, 1],
+                  [0, 0, 0, 1, 0]], bool)
+    M = merge_redundant(S, Z)
+    expect = np.zeros_like(S)
+    expect[[0, 1, 3, 4], 1] = True  # the union of columns 1, 3, 4
+    expect[[2, 3], 2] = True
+    np.testing.assert_array_equal(M, expect)
+    # the unused factor 0 stays empty though its code matches; the input is not modified
+    assert not M[:, 0].any() and S[:, 3].sum() == 2
+    # below the threshold nothing moves
+    Z2 = np.c_[a, a + 2.0 * n1, b, b + 2.0 * n2, rng.standard_normal(n)]
+    np.testing.assert_array_equal(merge_redundant(S, Z2), S)
+    with pytest.raises(ValueError, match="same K"):
+        merge_redundant(S, Z[:, :4])
+
+
 def test_report_flags_a_factor_copied_into_another(tmp_path):
     import torch
 

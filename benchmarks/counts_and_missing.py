@@ -45,6 +45,8 @@ SETTINGS = {
     "corr5-refine": ("composition", {"factor_correlation": True, "lkj_concentration": 5.0,
                                      "refine_support": True}),
     "corr5": ("composition", {"factor_correlation": True, "lkj_concentration": 5.0}),
+    "corr-restarts3": ("composition", {"factor_correlation": True, "n_restarts": 3}),
+    "restarts3": ("composition", {"n_restarts": 3}),
     "reseed3": ("composition", {"reseed_rounds": 3}),
     "fa": ("composition", {"init": "factor_analysis"}),
     "fa-refine": ("composition", {"init": "factor_analysis", "refine_support": True}),

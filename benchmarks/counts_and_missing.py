@@ -74,7 +74,8 @@ def run_library(args):
                      **kwargs)
     m.fit(train.X, epochs=epochs, lr=5e-3, seed=rep, progress=False)
     S = estimated_support(m.loadings_, m.inclusion_probs_)
-    match = match_factors(test.Z, m.transform(test.X))
+    codes_test = m.transform(test.X)
+    match = match_factors(test.Z, codes_test)
     sc = support_scores(data.support, S, match)
     # the p* support without entries carrying < 10% of a feature's decoded variation
     S_eff = m.effective_support(train.X, min_share=0.1)
@@ -84,7 +85,7 @@ def run_library(args):
     # acts")
     S_mrg = merge_redundant(S_eff, m.transform(train.X))
     sm = support_scores(data.support, S_mrg,
-                        match_factors(test.Z, m.transform(test.X), prefer=S_mrg.any(0)))
+                        match_factors(test.Z, codes_test, prefer=S_mrg.any(0)))
     return dict(part="library", rep=rep, dataset=shape,
                 method=f"SparseVAE negbin, library={library}"
                        + "".join(f", {k}={v}" for k, v in kwargs.items()),
@@ -124,10 +125,9 @@ def main(argv=None):
                     default=["library", "impute"])
     ap.add_argument("--settings", nargs="+", choices=list(SETTINGS),
                     default=["composition", "offset"],
-                    help="part library: the fits compared (refine: refine_support=True; "
-                         "corr5-refine: with factor_correlation, lkj_concentration=5; "
-                         "reseed3: reseed_rounds=3; fa: init='factor_analysis', a "
-                         "varimax-rotated start; all with library=composition)")
+                    help="part library: the fits compared, names of SETTINGS (the "
+                         "SparseVAE arguments of each are listed there and in the result "
+                         "table's method column)")
     ap.add_argument("--name", default="counts_and_missing",
                     help="results file stem (benchmarks/results/NAME.{csv,md})")
     args = ap.parse_args(argv)

@@ -105,6 +105,10 @@ def test_calibration_fit_one_rows(decoder):
     assert summ[0]["reps"] == 1 and 0.0 <= summ[0]["brier"] <= 1.0
     assert (summ[0]["a1"] == "-") == (decoder == "frozen")
     assert 0.0 <= summ[0]["f1"] <= 1.0
+    # the merged read-out is scored per fit with the decoder learned only
+    assert (summ[0]["f1_merged"] == "-") == (decoder == "frozen")
+    if decoder == "learned":
+        assert 0.0 <= float(summ[0]["f1_merged"]) <= 1.0
     pv = summ[0]["noise"].p_value  # NaN when no bin of these 72 entries holds 20
     assert math.isnan(pv) == math.isnan(summ[0]["max_reliability_gap"])
     assert math.isnan(pv) or 0.0 <= pv <= 1.0

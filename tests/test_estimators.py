@@ -537,6 +537,8 @@ def test_lowrank_w_guide_fits_draws_and_round_trips(data, tmp_path):
     m.save(tmp_path / "lr")
     m2 = ps.SparseVAE.load(tmp_path / "lr")
     np.testing.assert_array_equal(m2.posterior_draws(50, seed=1)["W"], d["W"])
+    # E_q[p*] is averaged over seeded draws: the loaded model reports the same numbers
+    np.testing.assert_array_equal(m2.inclusion_probs_, m.inclusion_probs_)
     dt = ps.diagnostics.to_arviz(m, num_samples=20)
     assert "low-rank" in dt.attrs["posterior_note"]
 

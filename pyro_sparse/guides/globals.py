@@ -36,6 +36,8 @@ __all__ = ["MAPGlobalGuide", "MeanFieldGlobalGuide", "LowRankGlobalGuide",
            "SpikeSlabGlobalGuide", "SpikeSlabLowRankGlobalGuide", "W_GUIDES"]
 
 W_GUIDES = ("map", "meanfield", "lowrank", "spikeslab", "spikeslab_lowrank")
+# numbers of W draws held at once when inclusion probabilities are averaged over draws
+INCLUSION_CHUNK = 1 << 22
 
 
 class _GlobalGuideBase(nn.Module):
@@ -334,12 +336,27 @@ class MeanFieldGlobalGuide(_GlobalGuideBase):
                 W = W * torch.exp(self.log_scale_sd_k * e)
             return W
 
-    def inclusion_probs(self, num_samples: int = 200) -> torch.Tensor:
-        """E_q[p*_gk] by Monte Carlo over ``num_samples`` draws of W."""
+    def inclusion_probs(self, num_samples: int = 2000) -> torch.Tensor:
+        """E_q[p*_gk] by Monte Carlo over ``num_samples`` draws of W.
+
+        The draws are seeded (the same result on every call, and after save and load,
+        whatever the global random state) and taken in chunks of at most about
+        ``INCLUSION_CHUNK`` numbers, so memory stays bounded for wide data.
+        """
+        return self._inclusion_over_draws(num_samples)
+
+    def _inclusion_over_draws(self, num_samples: int) -> torch.Tensor:
+        # mean of p*(W) over seeded draws of sample_W, chunked
         with torch.no_grad():
-            W = self.sample_W(num_samples)
-            return inclusion_prob(W, self.eta_k, self.lambda0, self.lambda1,
-                                  self.pstar).mean(0)
+            W_gk = self.W_loc_gk
+            gen = torch.Generator(device=W_gk.device).manual_seed(0)
+            chunk = max(1, min(num_samples, INCLUSION_CHUNK // max(W_gk.numel(), 1)))
+            total = torch.zeros_like(W_gk)
+            for start in range(0, num_samples, chunk):
+                W = self.sample_W(min(chunk, num_samples - start), generator=gen)
+                total += inclusion_prob(W, self.eta_k, self.lambda0, self.lambda1,
+                                        self.pstar).sum(0)
+            return total / num_samples
 
 
 class LowRankGlobalGuide(MeanFieldGlobalGuide):
@@ -507,9 +524,7 @@ class SpikeSlabGlobalGuide(MeanFieldGlobalGuide):
         with torch.no_grad():
             if not bool((self.log_scale_sd_k > 0).any()):
                 return self._q().inclusion_prob()
-            gen = torch.Generator(device=self.W_loc_gk.device).manual_seed(0)
-            W = self.sample_W(num_samples, generator=gen)
-            return inclusion_prob(W, self.eta_k, self.lambda0, self.lambda1).mean(0)
+            return self._inclusion_over_draws(num_samples)
 
 
 class SpikeSlabLowRankGlobalGuide(SpikeSlabGlobalGuide):

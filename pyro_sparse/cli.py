@@ -393,7 +393,15 @@ def cmd_report(a) -> int:
     if not hasattr(est, "loadings_"):
         raise UsageError(f"{a.model_dir} holds a {type(est).__name__}, which has no loadings "
                          "and hence no anchors; report needs a Sparse VAE")
-    print(anchor_report(est, threshold=a.threshold))
+    if a.support != "pstar" and a.data is None:
+        raise UsageError(f"--support {a.support} reads the decoder's effects on some rows: "
+                         "give them with --data FILE (the training data, say)")
+    X = None
+    if a.data is not None:
+        from .io import read_data
+
+        X = read_data(a.data, layer=a.layer)
+    print(anchor_report(est, threshold=a.threshold, X=X, support=a.support))
     return 0
 
 
@@ -538,6 +546,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("model_dir", metavar="MODEL_DIR")
     r.add_argument("--threshold", type=_positive_float("--threshold"), default=0.5,
                    help="p* at or above which a feature is in a factor's support")
+    r.add_argument("--data", default=None, metavar="DATA",
+                   help="rows to read the fitted decoder on (the training data, say): adds "
+                        "the redundancy, residual and effect checks, and is needed by "
+                        "--support effect / merged")
+    r.add_argument("--layer", default=None, metavar="NAME",
+                   help="with an .h5ad file, the AnnData layer to use instead of X")
+    r.add_argument("--support", choices=("pstar", "effect", "merged"), default="pstar",
+                   help="pstar: p* >= THRESHOLD; effect: also an effect share >= 0.1 on "
+                        "DATA; merged: effect, with redundant factors read as one")
     r.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", help="fit the paper's synthetic study and print what was "

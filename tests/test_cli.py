@@ -76,6 +76,9 @@ def test_fit_writes_every_output_and_the_other_commands_read_them(work):
         assert dt["posterior"]["W"].shape == (1, 1, 7, 3)  # MAP: one draw of a point mass
     r = run("report", out, cwd=work)
     assert r.returncode == 0 and "Anchor report" in r.stdout
+    r = run("report", out, "--data", "data.csv", "--support", "merged", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert "effect share >= 0.1 on X, redundant factors (|r| >= 0.9) merged" in r.stdout
     r = run("transform", out, "data.csv", "--out", "z.csv", cwd=work)
     assert r.returncode == 0, r.stderr
     np.testing.assert_allclose(pd.read_csv(work / "z.csv", index_col=0).to_numpy(),
@@ -155,6 +158,9 @@ BAD = {
     "model dir corrupt": (["transform", "corrupt", "data.csv", "--out", "bad_out.csv"],
                           "corrupt \\(not valid JSON"),
     "model dir crafted (pickle)": (["report", "crafted"], "corrupt or not a safetensors"),
+    "report effect without data": (["report", "fitted", "--support", "effect"],
+                                   "--support effect reads the decoder's effects on some "
+                                   "rows: give them with --data FILE"),
     "model dir crafted (estimator)": (["report", "other_estimator"],
                                       "unknown estimator 'os.system'"),
     "feature names differ": (["transform", "fitted", "renamed.csv", "--out", "bad_out.csv"],

@@ -22,6 +22,8 @@ __all__ = ["AnchorReport", "anchor_report", "anchor_probability", "hidden_effect
 
 #: |corr| of two used factors' encoder means from which the report flags them as redundant
 REDUNDANCY = 0.9
+#: how :func:`anchor_report` reads the support (its ``support`` argument)
+SUPPORT_READS = ("pstar", "effect", "merged")
 
 
 def anchor_probability(inclusion_sgk: np.ndarray) -> np.ndarray:
@@ -109,6 +111,16 @@ def merge_redundant(S_gk, codes_nk, threshold: float = REDUNDANCY) -> np.ndarray
     numpy.ndarray of bool, shape (G, K)
     """
     S = np.asarray(S_gk, bool)
+    out = np.zeros_like(S)
+    for group in _redundant_groups(S, codes_nk, threshold):
+        out[:, group[0]] = S[:, group].any(1)
+    return out
+
+
+def _redundant_groups(S_gk, codes_nk, threshold: float) -> list:
+    # every column's group (lowest column first): redundant used factors joined transitively,
+    # every other column on its own
+    S = np.asarray(S_gk, bool)
     Z = np.asarray(codes_nk, float)
     if S.ndim != 2 or Z.ndim != 2 or S.shape[1] != Z.shape[1]:
         raise ValueError(f"S_gk (G, K) and codes_nk (N, K) need the same K, got shapes "
@@ -123,10 +135,10 @@ def merge_redundant(S_gk, codes_nk, threshold: float = REDUNDANCY) -> np.ndarray
     for k, m, _ in redundant_factors(Z, S.any(0), threshold):
         a, b = sorted((find(k), find(m)))
         root[b] = a
-    out = np.zeros_like(S)
+    groups: dict[int, list] = {}
     for k in range(S.shape[1]):
-        out[:, find(k)] |= S[:, k]
-    return out
+        groups.setdefault(find(k), []).append(k)
+    return [groups[r] for r in sorted(groups)]
 
 
 def match_supports(S_true_gj: np.ndarray, S_hat_gk: np.ndarray) -> np.ndarray:
@@ -161,14 +173,17 @@ class AnchorReport:
     table : pandas.DataFrame
         One row per (factor, anchor feature): ``factor``, ``feature``, ``anchor_prob``
         (posterior probability that the feature is an anchor of this factor),
-        ``inclusion`` (p*), ``loading`` (posterior mean of W), ``eta``.
+        ``inclusion`` (p*, as the support read sees it), ``loading`` (posterior mean of W),
+        ``eta``.
     factors : pandas.DataFrame
         One row per factor: ``factor``, ``eta``, ``n_support``, ``n_anchors``, ``a1``
-        (at least two anchors), ``unused`` (empty support column), ``anchors`` (names).
+        (at least two anchors), ``unused`` (empty support column), ``anchors`` (names),
+        ``merged_into`` (with ``support="merged"``: the factor this one was read into, else
+        empty).
     support : numpy.ndarray of bool, shape (G, K)
-        Estimated support (posterior mean p* >= threshold).
+        Estimated support, read as ``support_read`` says.
     unused_factors : list of str
-        Factors with an empty support column.
+        Factors with an empty support column (not counting factors merged into another).
     scores : dict or None
         With ``truth``: precision, recall, f1, hamming, exact, anchor_recall and the
         ``match`` of true factors to estimated ones.
@@ -186,6 +201,11 @@ class AnchorReport:
         its p* support: loadings too small for p* that the decoder's first layer scales up,
         so p* understates where the factor acts (read ``model.effect_shares(X)``); None
         without ``X``.
+    support_read : str
+        ``"pstar"``, ``"effect"`` or ``"merged"`` (the ``support`` argument of
+        :func:`anchor_report`).
+    support_description : str
+        The read in words, with its thresholds (the summary's first line).
     """
 
     table: object
@@ -198,9 +218,12 @@ class AnchorReport:
     redundant: list | None = None
     residual: ResidualCheck | None = None
     hidden_effects: list | None = None
+    support_read: str = "pstar"
+    support_description: str = ""
 
     def __str__(self):
-        lines = [f"Anchor report (support: posterior mean p* >= {self.threshold})"]
+        read = self.support_description or f"posterior mean p* >= {self.threshold}"
+        lines = [f"Anchor report (support: {read})"]
         for _, row in self.factors.iterrows():
             if row["unused"]:
                 continue
@@ -212,6 +235,9 @@ class AnchorReport:
             for _, a in sub.iterrows():
                 lines.append(f"      {a['feature']:<20} P(anchor)={a['anchor_prob']:.2f}  "
                              f"p*={a['inclusion']:.2f}  W={a['loading']:+.3f}")
+        if "merged_into" in self.factors:
+            for _, row in self.factors[self.factors["merged_into"] != ""].iterrows():
+                lines.append(f"  {row['factor']}: merged into {row['merged_into']}")
         if self.unused_factors:
             lines.append(f"  unused factors (empty support; prune them): "
                          f"{', '.join(self.unused_factors)}")
@@ -247,10 +273,12 @@ class AnchorReport:
                 factor=str(row["factor"]), eta=float(row["eta"]),
                 n_support=int(row["n_support"]), n_anchors=int(row["n_anchors"]),
                 a1=bool(row["a1"]), unused=bool(row["unused"]),
+                merged_into=str(row.get("merged_into", "")) or None,
                 anchors=[dict(feature=str(a["feature"]), anchor_prob=float(a["anchor_prob"]),
                               inclusion=float(a["inclusion"]), loading=float(a["loading"]))
                          for _, a in sub.iterrows()]))
-        out = dict(threshold=float(self.threshold), factors=factors,
+        out = dict(threshold=float(self.threshold), support_read=str(self.support_read),
+                   support_description=str(self.support_description), factors=factors,
                    unused_factors=[str(f) for f in self.unused_factors],
                    notes=[str(n) for n in self.notes],
                    redundant=None if self.redundant is None else
@@ -282,7 +310,7 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
                   z_true=None, X=None, seed: int = 0,
                   redundancy: float = REDUNDANCY,
                   residual_excess: float = RESIDUAL_EXCESS,
-                  effect_share: float = 0.1) -> AnchorReport:
+                  effect_share: float = 0.1, support: str = "pstar") -> AnchorReport:
     """Anchors per factor, assumption A1, unused factors and (with ``truth``) recovery scores.
 
     Parameters
@@ -320,6 +348,19 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
         feature's decoded variation on the rows of ``X`` (``model.effect_shares(X)``, first
         restart); factors that act on more features outside their p* support than inside it
         are listed in ``hidden_effects`` (:func:`hidden_effects`) with a note.
+    support : {"pstar", "effect", "merged"}
+        How the support is read. ``"pstar"``: posterior mean p* >= ``threshold``.
+        ``"effect"`` (needs ``X``): those entries that also carry at least ``effect_share``
+        of the feature's decoded variation on ``X`` (as ``SparseVAE.effective_support``), so
+        that cross-loadings the decoder barely uses do not hide anchors. ``"merged"`` (needs
+        ``X``): the effect read with each group of redundant factors (codes at |r| >=
+        ``redundancy``) read as one factor, in its lowest-numbered column (as
+        :func:`merge_redundant`); the factors merged away are listed in the ``merged_into``
+        column, not as unused. The anchor probabilities follow the read: an entry left out
+        by its effect counts as excluded in every draw, and a merged entry's inclusion is
+        the probability that any of the group's entries is included. The benchmarks read
+        the learned-correlation recipe this way (``benchmarks/README.md``, "Where a factor
+        acts"); it is a statement about the fitted decoder on the rows of ``X``.
 
     Returns
     -------
@@ -329,6 +370,12 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
 
     if not 0.0 < float(threshold) < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
+    if support not in SUPPORT_READS:
+        raise ValueError(f"support must be one of {', '.join(map(repr, SUPPORT_READS))}, "
+                         f"got {support!r}")
+    if support != "pstar" and X is None:
+        raise ValueError(f"support={support!r} reads the fitted decoder's effects on some rows: "
+                         "pass them as X (the training rows, say)")
     chains = chains_of(model)
     est = chains[0][0]
     incl_sgk, W_sgk = _pooled_draws(chains, num_samples, seed)
@@ -337,45 +384,68 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
     fnames = [f"factor_{k}" for k in range(K)]
     p_gk = incl_sgk.mean(0)
     W_gk = W_sgk.mean(0)
-    S = p_gk >= threshold
-    aprob = anchor_probability(incl_sgk)
+    S_pstar = p_gk >= threshold
+    codes = share_gk = None
+    if X is not None:
+        codes = est.transform(X)[:, chains[0][1]]
+        share_gk = est.effect_shares(X)[:, chains[0][1]]
+    read = f"posterior mean p* >= {threshold}"
+    S, read_sgk, merged_into = S_pstar, incl_sgk, [""] * K
+    if support != "pstar":
+        acts = np.nan_to_num(share_gk, nan=0.0) >= effect_share
+        S, read_sgk = S_pstar & acts, incl_sgk * acts
+        read += f", effect share >= {effect_share} on X"
+    if support == "merged":
+        S, read_sgk, merged_into = _merge_read(S, read_sgk, codes, redundancy, fnames)
+        read += f", redundant factors (|r| >= {redundancy}) merged"
+    aprob = anchor_probability(read_sgk)
+    p_read = read_sgk.mean(0)
     eta_k = np.mean([e.eta_[perm] for e, perm, _ in chains], axis=0)
     anc = support_anchors(S)
     rows = [dict(factor=fnames[k], feature=names[g], anchor_prob=float(aprob[g, k]),
-                 inclusion=float(p_gk[g, k]), loading=float(W_gk[g, k]), eta=float(eta_k[k]))
+                 inclusion=float(p_read[g, k]), loading=float(W_gk[g, k]),
+                 eta=float(eta_k[k]))
             for k in range(K) for g in sorted(anc[k], key=lambda g: -aprob[g, k])]
     table = pd.DataFrame(rows, columns=["factor", "feature", "anchor_prob", "inclusion",
                                         "loading", "eta"])
+    is_unused = ~S.any(0) & (np.asarray(merged_into) == "")
     factors = pd.DataFrame(dict(
         factor=fnames, eta=eta_k, n_support=S.sum(0).astype(int),
         n_anchors=[len(anc[k]) for k in range(K)], a1=[len(anc[k]) >= 2 for k in range(K)],
-        unused=~S.any(0), anchors=[", ".join(names[g] for g in anc[k]) for k in range(K)]))
-    unused = [fnames[k] for k in range(K) if not S[:, k].any()]
+        unused=is_unused, anchors=[", ".join(names[g] for g in anc[k]) for k in range(K)],
+        merged_into=merged_into))
+    unused = [fnames[k] for k in range(K) if is_unused[k]]
     notes = []
     if all(e.posterior_is_point_mass_ for e, _, _ in chains):
         notes.append("MAP fit: anchor probabilities use p* at the MAP loadings (no posterior "
                      "spread in W); fit with w_guide='meanfield' or restarts for more.")
     redundant = None
-    codes = None
     if X is not None:
-        codes = chains[0][0].transform(X)[:, chains[0][1]]
-        pairs = redundant_factors(codes, S.any(0), redundancy)
+        S_used = S_pstar if support == "pstar" else S_pstar & (
+            np.nan_to_num(share_gk, nan=0.0) >= effect_share)
+        pairs = redundant_factors(codes, S_used.any(0), redundancy)
         redundant = [(fnames[k], fnames[m], r) for k, m, r in pairs]
-        if pairs:
+        if pairs and support == "merged":
+            notes.append(
+                "redundant factors: " + "; ".join(f"{a} ~ {b} (r={r:+.2f})" for a, b, r in
+                                                  redundant)
+                + ". Each group is read as one factor here (support='merged'); the fit has "
+                "probably split one factor in two, and a factor it missed stays missed.")
+        elif pairs:
             notes.append(
                 "redundant factors: " + "; ".join(f"{a} ~ {b} (r={r:+.2f})" for a, b, r in
                                                   redundant)
                 + ". The fit has probably split one factor in two and may have missed "
                 "another: refit with other seeds or n_restarts and compare the ELBO, or "
-                "read each group as one factor (diagnostics.merge_redundant).")
+                "read each group as one factor (diagnostics.merge_redundant, or "
+                "support='merged').")
     residual = None
     hidden = None
     if X is not None:
         residual = residual_check(est, X, excess=residual_excess)
         if residual.flagged:
             notes.append(str(residual))
-        hidden = hidden_effects(est.effect_shares(X)[:, chains[0][1]], S, effect_share,
-                                fnames)
+        hidden = hidden_effects(share_gk, S_pstar, effect_share, fnames)
         if hidden:
             notes.append(
                 "p* understates where " + ", ".join(f for f, *_ in hidden) + " act: their "
@@ -404,7 +474,25 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
         scores["anchor_recall"] = hit / n_true if n_true else float("nan")
         scores["match"] = match
     return AnchorReport(table, factors, S, unused, float(threshold), scores, notes, redundant,
-                        residual, hidden)
+                        residual, hidden, support, read)
+
+
+def _merge_read(S_gk, incl_sgk, codes_nk, threshold, fnames):
+    # the support and the inclusion draws with each redundant group read as one factor, in
+    # its lowest column: a merged entry is included when any of the group's entries is
+    S, p = S_gk.copy(), incl_sgk.copy()
+    merged_into = [""] * S.shape[1]
+    for group in _redundant_groups(S_gk, codes_nk, threshold):
+        if len(group) < 2:
+            continue
+        first, rest = group[0], group[1:]
+        S[:, first] = S_gk[:, group].any(1)
+        p[..., first] = 1.0 - np.prod(1.0 - incl_sgk[..., group], axis=-1)
+        S[:, rest] = False
+        p[..., rest] = 0.0
+        for k in rest:
+            merged_into[k] = fnames[first]
+    return S, p, merged_into
 
 
 def hidden_effects(share_gk, support_gk, effect_share: float = 0.1, names=None) -> list:

@@ -151,9 +151,24 @@ def test_merge_redundant_hand_cases():
         merge_redundant(S, Z[:, :4])
 
 
-def test_report_flags_a_factor_copied_into_another(tmp_path):
+def _copy_factor(m, k, c, first_layer=False):
+    """Make factor c of a fitted MAP model a copy of factor k: the same encoder row and
+    loadings (and, with ``first_layer``, the same first-layer column, so it acts alike)."""
     import torch
 
+    enc, gg = m.guide_.local_guide.encoder, m.guide_.globals_guide
+    with torch.no_grad():
+        for head in (enc.loc_head, enc.logvar_head):
+            head.weight[c] = head.weight[k]
+            head.bias[c] = head.bias[k]
+        gg.W_gk[:, c] = gg.W_gk[:, k]
+        gg.eta_k[c] = gg.eta_k[k]
+        if first_layer:
+            m.model_.decoder.A1_hk[:, c] = m.model_.decoder.A1_hk[:, k]
+    m._set_fitted_attributes()
+
+
+def test_report_flags_a_factor_copied_into_another(tmp_path):
     data = ps.datasets.paper_synthetic(n=300, rho=0.0, seed=0)
     m = ps.SparseVAE(n_factors=3, hidden_dim=8).fit(data.X, epochs=30, seed=0, progress=False)
     rep = anchor_report(m, X=data.X, num_samples=3)
@@ -162,14 +177,7 @@ def test_report_flags_a_factor_copied_into_another(tmp_path):
     # make another factor a copy of the most used one: same encoder row, same loadings
     k = int(np.argmax(m.inclusion_probs_.sum(0)))
     c = (k + 1) % 3
-    enc, gg = m.guide_.local_guide.encoder, m.guide_.globals_guide
-    with torch.no_grad():
-        for head in (enc.loc_head, enc.logvar_head):
-            head.weight[c] = head.weight[k]
-            head.bias[c] = head.bias[k]
-        gg.W_gk[:, c] = gg.W_gk[:, k]
-        gg.eta_k[c] = gg.eta_k[k]
-    m._set_fitted_attributes()
+    _copy_factor(m, k, c)
     used = (m.inclusion_probs_ >= 0.5).any(0)
     assert used[k] and used[c]
     rep = anchor_report(m, X=data.X, num_samples=3)
@@ -219,3 +227,54 @@ def test_report_sees_loadings_the_first_layer_scales_up():
     assert "EFFECT OUTSIDE THE SUPPORT" in str(rep) and "understates" in str(rep)
     assert f"factor_{k}" in [d["factor"] for d in rep.to_dict()["hidden_effects"]]
     assert anchor_report(m, num_samples=3).hidden_effects is None   # needs X
+
+
+def test_report_reads_the_support_through_effects_and_merges_split_factors():
+    from pyro_sparse.diagnostics import merge_redundant, support_scores
+
+    data = ps.datasets.paper_synthetic(n=300, rho=0.0, seed=0)
+    m = ps.SparseVAE(n_factors=3, hidden_dim=8).fit(data.X, epochs=30, seed=0, progress=False)
+    with pytest.raises(ValueError, match="pass them as X"):
+        anchor_report(m, support="effect")
+    with pytest.raises(ValueError, match="support must be one of"):
+        anchor_report(m, X=data.X, support="bogus")
+    # the effect read is SparseVAE.effective_support; anchors and A1 follow it
+    rep = anchor_report(m, X=data.X, num_samples=3, support="effect")
+    S_eff = m.effective_support(data.X, min_share=0.1)
+    np.testing.assert_array_equal(rep.support, S_eff)
+    assert (rep.support <= (m.inclusion_probs_ >= 0.5)).all()
+    assert list(rep.factors["n_support"]) == list(S_eff.sum(0))
+    assert "effect share >= 0.1 on X" in str(rep).splitlines()[0]
+    assert rep.to_dict()["support_read"] == "effect"
+    # split the most used factor into two latents (same encoder row, same first-layer
+    # column, the same loadings): both carry the feature's variation, their codes are equal
+    k = int(np.argmax(S_eff.sum(0)))
+    c = (k + 1) % 3
+    _copy_factor(m, k, c, first_layer=True)
+    S_eff = m.effective_support(data.X, min_share=0.1)
+    assert S_eff[:, k].any() and S_eff[:, c].any()
+    lo, hi = sorted((k, c))
+    effect = anchor_report(m, X=data.X, num_samples=3, support="effect")
+    assert effect.factors["n_anchors"][hi] == 0  # each feature now loads on both copies
+    rep = anchor_report(m, truth=data.support, z_true=data.Z, X=data.X, num_samples=3,
+                        support="merged")
+    merged = merge_redundant(S_eff, m.transform(data.X))
+    np.testing.assert_array_equal(rep.support, merged)
+    assert not merged[:, hi].any() and merged[:, lo].any()
+    assert rep.factors["merged_into"][hi] == f"factor_{lo}"
+    assert f"factor_{hi}" not in rep.unused_factors
+    assert rep.factors["n_anchors"][lo] >= 1
+    text = str(rep)
+    assert f"factor_{hi}: merged into factor_{lo}" in text and "read as one factor here" in text
+    assert rep.to_dict()["factors"][hi]["merged_into"] == f"factor_{lo}"
+    # a merged entry is included when either copy is (MAP: p* is a point)
+    p = m.inclusion_probs_ * (m.effect_shares(data.X) >= 0.1)
+    want = 1.0 - (1.0 - p[:, lo]) * (1.0 - p[:, hi])
+    got = rep.table[rep.table["factor"] == f"factor_{lo}"]
+    feats = [int(f.rsplit("_", 1)[1]) for f in got["feature"]]  # numpy X: feature_g
+    np.testing.assert_allclose(got["inclusion"], want[feats], rtol=1e-6)
+    # scored as the benchmarks score it: the merged support, used factors matched first
+    from pyro_sparse.diagnostics import match_factors
+
+    match = match_factors(data.Z, m.transform(data.X), prefer=merged.any(0))
+    assert rep.scores["f1"] == pytest.approx(support_scores(data.support, merged, match)["f1"])

@@ -44,6 +44,9 @@ VARIANTS = {
     "SparseVAE-anneal": ("SparseVAE", {"spike_anneal": 0.5}),
     "SparseVAE-corr-anneal": ("SparseVAE", {"factor_correlation": True, "spike_anneal": 0.5}),
     "SparseVAE-corr-restarts3": ("SparseVAE", {"factor_correlation": True, "n_restarts": 3}),
+    # 2026-12-07: the networks in standardised units (SparseVAE(standardize=True))
+    "SparseVAE-std": ("SparseVAE", {"standardize": True}),
+    "VAE-std": ("VAE", {"standardize": True}),
     # variational W guides (posterior spread in W) alone and with the stronger eta prior
     "SparseVAE-meanfield": ("SparseVAE", {"w_guide": "meanfield"}),
     "SparseVAE-meanfield-b50": ("SparseVAE", {"w_guide": "meanfield", "b": 50.0}),

@@ -252,7 +252,8 @@ def _make_estimator(a):
 
     if a.model == "vae":
         return VAE(n_factors=a.factors, likelihood=a.likelihood, hidden_dim=a.hidden,
-                   n_restarts=a.restarts, output_scale=a.output_scale, lr_decay=a.lr_decay)
+                   n_restarts=a.restarts, output_scale=a.output_scale, lr_decay=a.lr_decay,
+                   standardize=a.standardize)
     return SparseVAE(n_factors=a.factors, likelihood=a.likelihood, hidden_dim=a.hidden,
                      lambda0=a.lambda0, lambda1=a.lambda1, w_guide=a.w_guide,
                      refine_support=a.refine_support, n_restarts=a.restarts,
@@ -261,7 +262,7 @@ def _make_estimator(a):
                      init=a.init, output_scale=a.output_scale,
                      reseed_rounds=a.reseed_rounds, reseed_epochs=a.reseed_epochs,
                      lr_decay=a.lr_decay, refine_posterior_epochs=a.refine_posterior_epochs,
-                     feature_mode_starts=a.feature_mode_starts)
+                     feature_mode_starts=a.feature_mode_starts, standardize=a.standardize)
 
 
 def cmd_fit(a) -> int:
@@ -280,6 +281,9 @@ def cmd_fit(a) -> int:
                          "--checkpoint-every or --resume")
     if a.refine_polish and not a.refine_support:
         raise UsageError("--refine-polish needs --refine-support")
+    if a.standardize and a.likelihood != "normal":
+        raise UsageError(f"--standardize applies to --likelihood normal (counts and 0/1 data "
+                         f"have their own scale), got --likelihood {a.likelihood}")
     if a.restarts > 1 and (a.checkpoint_every or a.resume):
         raise UsageError("--restarts > 1 does not combine with --checkpoint-every or --resume "
                          "(fit restarts one by one with --seed instead)")
@@ -498,6 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="S",
                    help="normal likelihood: start the decoder's output layer at the data's "
                         "mean and S times its sd (default: torch's initialisation)")
+    f.add_argument("--standardize", action="store_true",
+                   help="normal likelihood: the networks work in standardised units (each "
+                        "column centred and scaled; the model stays in the data's units); use "
+                        "it when columns have means far from 0 or very different scales")
     f.add_argument("--reseed-rounds", type=_nonneg_int("--reseed-rounds"), default=0,
                    metavar="R",
                    help="after the fit, R rounds of re-seeding the factor the fit needs least "

@@ -135,6 +135,61 @@ def _check_seed(seed, allow_none: bool = False):
     return int(seed)
 
 
+def _standardisation(col_mean, col_sd):
+    # centre and scale per feature: the column's mean and sd (sd 1 for a constant column)
+    mean = np.asarray(col_mean, dtype=np.float64)
+    sd = np.asarray(col_sd, dtype=np.float64)
+    ok = np.isfinite(sd) & (sd > 0)
+    return np.where(np.isfinite(mean), mean, 0.0), np.where(ok, sd, 1.0)
+
+
+#: fit warns (normal likelihood, networks in the data's units) when a column's mean lies
+#: more than this many of its sds from 0, or when the column sds span more than
+#: SCALE_SPREAD_WARN; on the paper's synthetic data (exploratory runs, 3 replicates) a shift
+#: of 10 sds cost the other columns about 30% in held-out MSE and 20 sds ruined the fit, a
+#: spread of 54 cost 20% and of 540 ruined it (benchmarks/README.md, "Columns on other
+#: scales")
+OFFSET_WARN = 5.0
+SCALE_SPREAD_WARN = 50.0
+
+
+def _scale_note(col_mean_g, col_sd_g, names) -> str:
+    # what the columns' means and sds say against fitting in the data's units, or ""
+    if col_mean_g is None:
+        return ""
+    mean = np.asarray(col_mean_g, dtype=np.float64)
+    sd = np.asarray(col_sd_g, dtype=np.float64)
+    ok = np.isfinite(sd) & (sd > 0) & np.isfinite(mean)
+    if not ok.any():
+        return ""
+
+    def name(g):
+        return repr(names[g]) if names else f"column {g}"
+
+    parts = []
+    shift = np.where(ok, np.abs(mean) / np.where(ok, sd, 1.0), 0.0)
+    if shift.max() > OFFSET_WARN:
+        g = int(np.argmax(shift))
+        parts.append(f"{int((shift > OFFSET_WARN).sum())} column(s) have a mean more than "
+                     f"{OFFSET_WARN:g} sds from 0 (the furthest: {name(g)}, mean "
+                     f"{mean[g]:.4g}, sd {sd[g]:.4g})")
+    lo, hi = int(np.argmin(np.where(ok, sd, np.inf))), int(np.argmax(np.where(ok, sd, 0.0)))
+    if sd[hi] / sd[lo] > SCALE_SPREAD_WARN:
+        parts.append(f"the column sds span a factor of {sd[hi] / sd[lo]:.3g} ({name(lo)}: "
+                     f"{sd[lo]:.4g}, {name(hi)}: {sd[hi]:.4g})")
+    return "; ".join(parts)
+
+
+def _check_standardize(value, likelihood):
+    # standardising is defined for the normal likelihood (counts have their own scale)
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"standardize must be True or False, got {type(value).__name__}")
+    if value and likelihood != "normal":
+        raise ValueError(f"standardize=True applies to likelihood='normal' (counts and 0/1 "
+                         f"data have their own scale), got likelihood={likelihood!r}")
+    return bool(value)
+
+
 def _check_output_scale(value):
     # None (torch's own initialisation of the output layer) or a positive multiple of the sd
     return None if value is None else _check_float(value, "output_scale", 0.0)
@@ -155,10 +210,24 @@ def _module_tensors(model, guide) -> dict:
     return tensors
 
 
+#: buffers added after models were first saved whose fresh values (the identity) are what
+#: older folders and checkpoints mean: the standardisation of the encoder's input and the
+#: decoder's output map
+_IDENTITY_BUFFERS = ("in_loc_g", "in_scale_g", "out_loc_g", "out_scale_g")
+
+
+def _with_identity_buffers(module, state: dict) -> dict:
+    own = module.state_dict()
+    missing = {k: v for k, v in own.items()
+               if k not in state and k.rsplit(".", 1)[-1] in _IDENTITY_BUFFERS}
+    return {**state, **missing}
+
+
 def _load_state(model, guide, tensors: dict) -> None:
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
-                          strict=True)
-    g_state = {k[6:]: v for k, v in tensors.items() if k.startswith("guide.")}
+    m_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(_with_identity_buffers(model, m_state), strict=True)
+    g_state = _with_identity_buffers(
+        guide, {k[6:]: v for k, v in tensors.items() if k.startswith("guide.")})
     own = guide.state_dict()
     key = "globals_guide.log_scale_sd_k"
     if key in own and key not in g_state:
@@ -532,7 +601,7 @@ class _Estimator:
                              f"n_jobs=1 with device={device!r}")
         arr, names = self._prepare(X, fitted=False, layer=layer)
         col_mean, col_sd = column_stats(arr)
-        self._warn_about(arr, names, batch_size, col_sd)
+        self._warn_about(arr, names, batch_size, col_sd, col_mean)
         cfg = self._model_config(arr, col_sd)
         fit_arr, heldout_arr = self._split_for_refinement(arr, seed, checkpoint)
         x_ng = as_rows(fit_arr, dev)
@@ -639,6 +708,10 @@ class _Estimator:
             guide.globals_guide.init_sigma(torch.as_tensor(ctx["col_sd"], dtype=torch.float32,
                                                            device=dev))
         guide.local_guide.set_fill(ctx["col_mean"])
+        if self.standardize:
+            loc_g, scale_g = _standardisation(ctx["col_mean"], ctx["col_sd"])
+            guide.local_guide.set_standardisation(loc_g, scale_g)
+            model.decoder.set_output_affine(loc_g, scale_g)
         init_info = None
         if resume_state is not None:
             _load_state(model, guide, resume_state[0])
@@ -718,9 +791,19 @@ class _Estimator:
         if self.output_scale is None or self.likelihood != "normal":
             return None
         weight_gh, bias_g = model.decoder.output_heads()
-        return match_output_scale(lambda z_bk: self._decode_with(model, guide, z_bk), weight_gh,
-                                  bias_g, self.n_factors, col_mean, col_sd,
-                                  scale=self.output_scale, seed=seed)
+        # the output layer works in the units the decoder's output map gives it (the data's,
+        # or standardised ones)
+        loc_g = model.decoder.out_loc_g.cpu().numpy()
+        scale_g = model.decoder.out_scale_g.cpu().numpy()
+        dec = model.decoder
+
+        def decode(z_bk):
+            return (self._decode_with(model, guide, z_bk) - dec.out_loc_g) / dec.out_scale_g
+
+        return match_output_scale(decode, weight_gh, bias_g, self.n_factors,
+                                  (np.asarray(col_mean) - loc_g) / scale_g,
+                                  np.asarray(col_sd) / scale_g, scale=self.output_scale,
+                                  seed=seed)
 
     def _decode_with(self, model, guide, z_bk):
         # the decoder output of (model, guide) before they are adopted
@@ -758,12 +841,18 @@ class _Estimator:
         # SparseVAE(feature_mode_starts=...): (further per-epoch losses, record or None)
         return [], None
 
-    def _warn_about(self, arr, names, batch_size, col_sd_g):
+    def _warn_about(self, arr, names, batch_size, col_sd_g, col_mean_g=None):
         const = np.flatnonzero(col_sd_g == 0)
         if len(const):
             shown = ", ".join(repr(names[c]) if names else str(c) for c in const[:5])
             warnings.warn(f"{len(const)} constant column(s) carry no information: {shown}",
                           UserWarning, stacklevel=3)
+        if self.likelihood == "normal" and not self.standardize:
+            note = _scale_note(col_mean_g, col_sd_g, names)
+            if note:
+                warnings.warn(f"{note}; fit with standardize=True (the networks then work in "
+                              "standardised units, the model stays in the data's)",
+                              UserWarning, stacklevel=3)
         if self.n_factors > arr.shape[1]:
             warnings.warn(f"n_factors={self.n_factors} is larger than the number of features "
                           f"({arr.shape[1]}); surplus factors will stay unused",
@@ -1263,6 +1352,17 @@ class SparseVAE(_Estimator):
         search found such features (``benchmarks/README.md``, "Searching each feature's
         loadings"). Recorded in ``fit_info_["feature_modes"]`` (features moved, the gain
         of each feature's best start in nats).
+    standardize : bool
+        Normal likelihood only (a ValueError otherwise). The networks work in standardised
+        units: the encoder sees each feature centred and scaled by the training column's
+        mean and sd, and the decoder's output is mapped back (``mean_g + sd_g * output``),
+        so the model, its likelihood, ``sigma_``, ``reconstruct`` and every score stay in
+        the data's units and the loadings keep their meaning. Without it, a feature whose
+        mean is far from 0 or whose scale is far from the others' can wreck the whole fit
+        (on the paper's synthetic data, one column shifted by 20, or scaled by 1,000 or
+        0.01, raised the other columns' held-out MSE 17- to 60-fold, and not with
+        ``standardize=True``; ``benchmarks/README.md``, "Columns on other scales"); ``fit``
+        warns when the data look like that. Off by default (the paper's settings).
 
     Attributes
     ----------
@@ -1300,7 +1400,7 @@ class SparseVAE(_Estimator):
                     "lkj_concentration", "pstar", "marginalize", "library", "refine_support",
                     "validation_fraction", "refine_polish", "init", "output_scale",
                     "reseed_rounds", "reseed_epochs", "lr_decay", "refine_posterior_epochs",
-                    "feature_mode_starts")
+                    "feature_mode_starts", "standardize")
 
     def __init__(self, n_factors: int = 5, likelihood: str = "normal", hidden_dim: int = 50,
                  lambda0: float = 10.0, lambda1: float = 1.0, a: float = 1.0, b=None,
@@ -1313,9 +1413,10 @@ class SparseVAE(_Estimator):
                  init: str = "random", output_scale: float | None = OUTPUT_SCALE,
                  reseed_rounds: int = 0, reseed_epochs: int | None = None,
                  lr_decay: float = LR_DECAY, refine_posterior_epochs: int = 0,
-                 feature_mode_starts: int = 0):
+                 feature_mode_starts: int = 0, standardize: bool = False):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.likelihood = check_likelihood(likelihood)
+        self.standardize = _check_standardize(standardize, self.likelihood)
         self.library = check_library(library)
         self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
         self.lambda0 = _check_float(lambda0, "lambda0", 0.0)
@@ -1655,6 +1756,8 @@ class VAE(_Estimator):
         As for :class:`SparseVAE`.
     lr_decay : float
         As for :class:`SparseVAE`.
+    standardize : bool
+        As for :class:`SparseVAE`.
 
     Attributes
     ----------
@@ -1664,15 +1767,16 @@ class VAE(_Estimator):
     """
 
     _param_names = ("n_factors", "beta", "likelihood", "hidden_dim", "warmup", "n_restarts",
-                    "library", "output_scale", "lr_decay")
+                    "library", "output_scale", "lr_decay", "standardize")
 
     def __init__(self, n_factors: int = 5, beta: float = 1.0, likelihood: str = "normal",
                  hidden_dim: int = 50, warmup: float = 0.1, n_restarts: int = 1,
                  library: str = "composition", output_scale: float | None = OUTPUT_SCALE,
-                 lr_decay: float = LR_DECAY):
+                 lr_decay: float = LR_DECAY, standardize: bool = False):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.beta = _check_float(beta, "beta", 0.0)
         self.likelihood = check_likelihood(likelihood)
+        self.standardize = _check_standardize(standardize, self.likelihood)
         self.library = check_library(library)
         self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
         self.warmup = _check_fraction(warmup, "warmup")

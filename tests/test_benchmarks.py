@@ -405,3 +405,15 @@ def test_startup_table(tmp_path):
     text = (tmp_path / "st.md").read_text()
     assert "| `import pyro_sparse` in a fresh interpreter" in text
     assert text.count("| `run_in_processes`") == 3
+
+
+def test_column_scales_rows_and_report(tmp_path, monkeypatch):
+    import column_scales
+
+    monkeypatch.setattr(column_scales, "RESULTS", tmp_path)
+    rows = [column_scales.run_one((label, shift, scale, std, 0, 0.4, 2))
+            for label, shift, scale in column_scales.SETTINGS[:2] for std in (False, True)]
+    assert all(np.isfinite(r["mse_x1"]) and np.isfinite(r["mse_others"]) for r in rows)
+    column_scales.render(pd.DataFrame(rows), "scales", "cmd", 1.0)
+    md = (tmp_path / "scales.md").read_text()
+    assert "| x1 + 20 | True |" in md and "| as simulated | False |" in md

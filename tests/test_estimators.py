@@ -657,3 +657,75 @@ def test_effective_support_drops_entries_without_effect(fitted, data):
         fitted.effective_support(data.X, min_share=0)
     with pytest.raises(ValueError, match="threshold"):
         fitted.effective_support(data.X, threshold=1.5)
+
+
+def _shifted_and_scaled(n=400, seed=0):
+    d = ps.datasets.paper_synthetic(n=n, rho=0.4, seed=seed)
+    shift = np.array([20.0, 0, 0, 0, 0, 0, 0])
+    scale = np.array([1.0, 1000.0, 1, 1, 1, 1, 1])
+    return d.X * scale + shift, shift, scale
+
+
+@pytest.mark.parametrize("cls", [ps.SparseVAE, ps.VAE])
+def test_standardize_works_in_standardised_units_and_keeps_the_data_units(cls, tmp_path):
+    X, shift, scale = _shifted_and_scaled()
+    X[3, 2] = np.nan  # a missing entry: left out of the column statistics
+    with pytest.warns(UserWarning, match="standardize=True") as rec:
+        cls(n_factors=3, hidden_dim=8).fit(X, epochs=1, progress=False)
+    text = " ".join(str(w.message) for w in rec)
+    assert "mean more than 5 sds from 0" in text and "span a factor of" in text
+    m = cls(n_factors=3, hidden_dim=16, standardize=True).fit(X, epochs=100, progress=False)
+    mean, sd = np.nanmean(X, 0), np.nanstd(X, 0)
+    local, dec = m.guide_.local_guide, m.model_.decoder
+    for loc, sc in ((local.in_loc_g, local.in_scale_g), (dec.out_loc_g, dec.out_scale_g)):
+        np.testing.assert_allclose(loc.numpy(), mean, rtol=1e-4)
+        np.testing.assert_allclose(sc.numpy(), sd, rtol=1e-3)
+    # the likelihood stays in the data's units: reconstructions, sigma
+    R = m.reconstruct(X)
+    obs = ~np.isnan(X)
+    rel = [np.mean((R[obs[:, g], g] - X[obs[:, g], g]) ** 2) / sd[g] ** 2 for g in range(7)]
+    assert max(rel) < 1.0 and np.isfinite(R).all()
+    assert abs(R[:, 0].mean() - 20.0) < 1.0 and 300 < R[:, 1].std() < 3000
+    np.testing.assert_allclose(m.sigma_[1] / m.sigma_[2], sd[1] / sd[2], rtol=0.9)
+    # round trip: the maps are saved with the model
+    m2 = cls.load(m.save(tmp_path / "std"))
+    np.testing.assert_allclose(m2.reconstruct(X), R, rtol=1e-5)
+    assert m2.get_params()["standardize"] is True
+    # the default leaves the networks in the data's units (identity maps)
+    with pytest.warns(UserWarning, match="standardize=True"):
+        plain = cls(n_factors=3, hidden_dim=8).fit(X, epochs=1, progress=False)
+    assert float(plain.model_.decoder.out_scale_g.sum()) == 7.0
+    assert float(plain.guide_.local_guide.in_loc_g.abs().sum()) == 0.0
+
+
+def test_standardize_rescues_a_shifted_column():
+    """One column shifted by 20 sds wrecks the fit in the data's units (every column's
+    reconstruction suffers); in standardised units the fit is as on the unshifted data."""
+    d = ps.datasets.paper_synthetic(n=500, rho=0.4, seed=1)
+    X = d.X + np.array([20.0, 0, 0, 0, 0, 0, 0])
+    err = {}
+    for std in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = ps.SparseVAE(n_factors=5, standardize=std).fit(X, epochs=100, seed=1,
+                                                               progress=False)
+        err[std] = np.mean((m.reconstruct(X) - X)[:, 1:] ** 2)
+    assert err[True] < 1.0 < 5 * err[True] < err[False]
+
+
+def test_standardize_checks_and_old_folders(data, tmp_path):
+    with pytest.raises(ValueError, match="applies to likelihood='normal'"):
+        ps.SparseVAE(likelihood="poisson", standardize=True)
+    with pytest.raises(TypeError, match="standardize must be True or False"):
+        ps.VAE(standardize="yes")
+    # folders written before the maps existed load with identity maps
+    from safetensors.torch import load_file, save_file
+
+    m = ps.SparseVAE(n_factors=3, hidden_dim=8).fit(data.X, epochs=2, progress=False)
+    path = m.save(tmp_path / "old")
+    w = load_file(path / "weights.safetensors")
+    old = {k: v for k, v in w.items() if k.rsplit(".", 1)[-1] not in
+           ("in_loc_g", "in_scale_g", "out_loc_g", "out_scale_g")}
+    assert len(old) == len(w) - 4
+    save_file(old, path / "weights.safetensors")
+    np.testing.assert_allclose(ps.SparseVAE.load(path).transform(data.X), m.transform(data.X))

@@ -35,15 +35,37 @@ class AmortizedNormalGuide(torch.nn.Module):
         self.encoder = GaussianEncoder(n_features, n_factors, hidden_dim)
         # what the encoder sees in place of a missing entry (saved with the model)
         self.register_buffer("fill_g", torch.zeros(n_features))
+        # per-feature centre and scale of the encoder's input (identity unless the estimator
+        # standardises; saved with the model)
+        self.register_buffer("in_loc_g", torch.zeros(n_features))
+        self.register_buffer("in_scale_g", torch.ones(n_features))
 
     def set_fill(self, fill_g) -> None:
         """Set the encoder's imputation of missing entries (the training column means)."""
         with torch.no_grad():
             self.fill_g.copy_(torch.as_tensor(fill_g, dtype=self.fill_g.dtype))
 
+    def set_standardisation(self, loc_g, scale_g) -> None:
+        """Let the encoder see ``(x - loc_g) / scale_g`` (after missing entries are filled).
+
+        Parameters
+        ----------
+        loc_g, scale_g : array-like, shape (G,)
+            Per-feature centre and (positive) scale, e.g. the training columns' mean and sd.
+        """
+        with torch.no_grad():
+            self.in_loc_g.copy_(torch.as_tensor(loc_g, dtype=self.in_loc_g.dtype))
+            self.in_scale_g.copy_(torch.as_tensor(scale_g, dtype=self.in_scale_g.dtype))
+
+    def network_input(self, x_bg: torch.Tensor) -> torch.Tensor:
+        """What the encoder network sees for raw rows ``x_bg``: the likelihood's input
+        transform, missing entries filled, then centred and scaled per feature."""
+        return (encoder_input(x_bg, self.likelihood, self.fill_g) - self.in_loc_g) \
+            / self.in_scale_g
+
     def encode(self, x_bg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(loc_bk, scale_bk)`` of q(z | x) for raw data rows ``x_bg`` (NaN allowed)."""
-        return self.encoder(encoder_input(x_bg, self.likelihood, self.fill_g))
+        return self.encoder(self.network_input(x_bg))
 
     def encode_rows(self, x_ng, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc_nk, scale_nk)`` of q(z | x) for every row of ``x_ng``, in batches, no gradient.

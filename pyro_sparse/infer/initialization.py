@@ -21,8 +21,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..likelihoods import encoder_input
-
 __all__ = ["factor_analysis_init", "encoder_view", "varimax", "fa_bic", "INITS"]
 
 #: starts of a fit (see ``SparseVAE(init=...)``)
@@ -30,7 +28,8 @@ INITS = ("random", "factor_analysis")
 
 
 def encoder_view(local_guide, x_ng, batch_size: int = 1024) -> np.ndarray:
-    """What the encoder sees for every row (missing entries filled), as a dense array.
+    """What the encoder sees for every row (missing entries filled, standardised where the
+    estimator standardises), as a dense array.
 
     Parameters
     ----------
@@ -50,8 +49,7 @@ def encoder_view(local_guide, x_ng, batch_size: int = 1024) -> np.ndarray:
     with torch.no_grad():
         for s in range(0, N, batch_size):
             xb = x_ng[s:s + batch_size]
-            out.append(encoder_input(xb, local_guide.likelihood,
-                                     local_guide.fill_g).cpu().double().numpy())
+            out.append(local_guide.network_input(xb).cpu().double().numpy())
     return np.concatenate(out, 0)
 
 

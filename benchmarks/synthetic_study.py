@@ -44,9 +44,12 @@ VARIANTS = {
     "SparseVAE-anneal": ("SparseVAE", {"spike_anneal": 0.5}),
     "SparseVAE-corr-anneal": ("SparseVAE", {"factor_correlation": True, "spike_anneal": 0.5}),
     "SparseVAE-corr-restarts3": ("SparseVAE", {"factor_correlation": True, "n_restarts": 3}),
-    # 2026-12-07: the networks in standardised units (SparseVAE(standardize=True))
+    # 2026-12-07: the networks in standardised units (SparseVAE(standardize=True), the
+    # default since) and in the data's units (the default before)
     "SparseVAE-std": ("SparseVAE", {"standardize": True}),
     "VAE-std": ("VAE", {"standardize": True}),
+    "SparseVAE-nostd": ("SparseVAE", {"standardize": False}),
+    "VAE-nostd": ("VAE", {"standardize": False}),
     # variational W guides (posterior spread in W) alone and with the stronger eta prior
     "SparseVAE-meanfield": ("SparseVAE", {"w_guide": "meanfield"}),
     "SparseVAE-meanfield-b50": ("SparseVAE", {"w_guide": "meanfield", "b": 50.0}),

@@ -502,10 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="S",
                    help="normal likelihood: start the decoder's output layer at the data's "
                         "mean and S times its sd (default: torch's initialisation)")
-    f.add_argument("--standardize", action="store_true",
-                   help="normal likelihood: the networks work in standardised units (each "
-                        "column centred and scaled; the model stays in the data's units); use "
-                        "it when columns have means far from 0 or very different scales")
+    f.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
+                   help="the networks work in standardised units (each column centred and "
+                        "scaled; the model stays in the data's units); default: on for "
+                        "--likelihood normal; --no-standardize fits in the data's units")
     f.add_argument("--reseed-rounds", type=_nonneg_int("--reseed-rounds"), default=0,
                    metavar="R",
                    help="after the fit, R rounds of re-seeding the factor the fit needs least "

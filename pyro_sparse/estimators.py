@@ -181,9 +181,13 @@ def _scale_note(col_mean_g, col_sd_g, names) -> str:
 
 
 def _check_standardize(value, likelihood):
-    # standardising is defined for the normal likelihood (counts have their own scale)
+    # standardising is defined for the normal likelihood (counts have their own scale);
+    # None: standardise exactly when the likelihood is normal
+    if value is None:
+        return None
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"standardize must be True or False, got {type(value).__name__}")
+        raise TypeError(f"standardize must be True, False or None, got "
+                        f"{type(value).__name__}")
     if value and likelihood != "normal":
         raise ValueError(f"standardize=True applies to likelihood='normal' (counts and 0/1 "
                          f"data have their own scale), got likelihood={likelihood!r}")
@@ -614,9 +618,12 @@ class _Estimator:
                 raise ValueError(f"checkpoint {checkpoint} belongs to another run (different "
                                  "data, model settings, batch size, lr or seed)")
             resume_state = (tensors, info)
+        scale_note = _scale_note(col_mean, col_sd, names) if self.likelihood == "normal" \
+            else ""
+        standardize = self._standardizes(scale_note)
         ctx = dict(cfg=cfg, arr=arr, names=names, fit_arr=fit_arr, heldout_arr=heldout_arr,
                    col_mean=col_mean, col_sd=col_sd, epochs=epochs, batch_size=batch_size,
-                   lr=lr, progress=progress)
+                   lr=lr, progress=progress, standardize=standardize)
         seeds = [int(seed) + r for r in range(self.n_restarts)]
         if jobs > 1:
             fits = self._restarts_in_processes(ctx, seeds, jobs, dev)
@@ -664,6 +671,9 @@ class _Estimator:
         self.fit_info_ = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=int(seed),
                               chosen_restart_seed=s, n_rows=int(fit_arr.shape[0]), **post,
                               **({"failed_restarts": failed} if failed else {}),
+                              standardize=dict(used=bool(standardize),
+                                               setting=self.standardize,
+                                               columns=scale_note or None),
                               loss_trend={k: (v if not isinstance(v, float) or math.isfinite(v)
                                               else None) for k, v in trend.items()})
         if trend["converged"] is False:
@@ -708,7 +718,7 @@ class _Estimator:
             guide.globals_guide.init_sigma(torch.as_tensor(ctx["col_sd"], dtype=torch.float32,
                                                            device=dev))
         guide.local_guide.set_fill(ctx["col_mean"])
-        if self.standardize:
+        if ctx.get("standardize", False):
             loc_g, scale_g = _standardisation(ctx["col_mean"], ctx["col_sd"])
             guide.local_guide.set_standardisation(loc_g, scale_g)
             model.decoder.set_output_affine(loc_g, scale_g)
@@ -841,17 +851,24 @@ class _Estimator:
         # SparseVAE(feature_mode_starts=...): (further per-epoch losses, record or None)
         return [], None
 
+    def _standardizes(self, scale_note: str = "") -> bool:
+        # standardize=None: standardised units for the normal likelihood when the columns'
+        # means or scales are off (``scale_note`` non-empty, see _scale_note)
+        if self.standardize is None:
+            return self.likelihood == "normal" and bool(scale_note)
+        return bool(self.standardize)
+
     def _warn_about(self, arr, names, batch_size, col_sd_g, col_mean_g=None):
         const = np.flatnonzero(col_sd_g == 0)
         if len(const):
             shown = ", ".join(repr(names[c]) if names else str(c) for c in const[:5])
             warnings.warn(f"{len(const)} constant column(s) carry no information: {shown}",
                           UserWarning, stacklevel=3)
-        if self.likelihood == "normal" and not self.standardize:
+        if self.likelihood == "normal" and self.standardize is False:
             note = _scale_note(col_mean_g, col_sd_g, names)
             if note:
-                warnings.warn(f"{note}; fit with standardize=True (the networks then work in "
-                              "standardised units, the model stays in the data's)",
+                warnings.warn(f"{note}; fit with standardize=True or None (the networks then "
+                              "work in standardised units, the model stays in the data's)",
                               UserWarning, stacklevel=3)
         if self.n_factors > arr.shape[1]:
             warnings.warn(f"n_factors={self.n_factors} is larger than the number of features "
@@ -1184,7 +1201,11 @@ class _Estimator:
     @classmethod
     def _restore(cls, cfg: dict, tensors: dict, loss_history, dev, extra=None):
         # an estimator rebuilt from its parameters, model config and module tensors
-        est = cls(**cfg["params"])
+        params = dict(cfg["params"])
+        if "standardize" in cls._param_names:
+            # folders written before the option existed were fitted in the data's units
+            params.setdefault("standardize", False)
+        est = cls(**params)
         if not isinstance(cfg["model_config"], dict):
             raise TypeError("model_config is not a mapping")
         _check_config_agrees(cfg)
@@ -1352,17 +1373,26 @@ class SparseVAE(_Estimator):
         search found such features (``benchmarks/README.md``, "Searching each feature's
         loadings"). Recorded in ``fit_info_["feature_modes"]`` (features moved, the gain
         of each feature's best start in nats).
-    standardize : bool
-        Normal likelihood only (a ValueError otherwise). The networks work in standardised
-        units: the encoder sees each feature centred and scaled by the training column's
-        mean and sd, and the decoder's output is mapped back (``mean_g + sd_g * output``),
-        so the model, its likelihood, ``sigma_``, ``reconstruct`` and every score stay in
-        the data's units and the loadings keep their meaning. Without it, a feature whose
+    standardize : bool or None
+        True needs the normal likelihood (a ValueError otherwise). The networks work in
+        standardised units: the encoder sees each feature centred and scaled by the
+        training column's mean and sd, and the decoder's output is mapped back
+        (``mean_g + sd_g * output``), so the model, its likelihood, ``sigma_``,
+        ``reconstruct`` and every score stay in the data's units and the loadings keep
+        their meaning. Without it, a feature whose
         mean is far from 0 or whose scale is far from the others' can wreck the whole fit
         (on the paper's synthetic data, one column shifted by 20, or scaled by 1,000 or
         0.01, raised the other columns' held-out MSE 17- to 60-fold, and not with
         ``standardize=True``; ``benchmarks/README.md``, "Columns on other scales"); ``fit``
-        warns when the data look like that. Off by default (the paper's settings).
+        warns, with ``False``, when the data look like that. None (default): standardise for
+        the normal likelihood when a column's mean lies more than 5 sds from 0 or the column
+        sds span more than a factor of 50, else fit in the data's units (so well-scaled data
+        such as the paper's synthetic study are fitted exactly as before); recorded in
+        ``fit_info_["standardize"]`` (``used``, and the columns that decided it). On data
+        simulated from the model (decoder learned; its columns lie up to 18 sds from 0)
+        standardising raised support F1 from 0.47-0.50 to 0.82-0.83 and cut the training
+        loss from 24-25 to 14 nats per row, on data sets it was not developed on too; on the
+        paper's synthetic study it changed the scores within the replicate spread.
 
     Attributes
     ----------
@@ -1413,7 +1443,7 @@ class SparseVAE(_Estimator):
                  init: str = "random", output_scale: float | None = OUTPUT_SCALE,
                  reseed_rounds: int = 0, reseed_epochs: int | None = None,
                  lr_decay: float = LR_DECAY, refine_posterior_epochs: int = 0,
-                 feature_mode_starts: int = 0, standardize: bool = False):
+                 feature_mode_starts: int = 0, standardize: bool | None = None):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.likelihood = check_likelihood(likelihood)
         self.standardize = _check_standardize(standardize, self.likelihood)
@@ -1756,7 +1786,7 @@ class VAE(_Estimator):
         As for :class:`SparseVAE`.
     lr_decay : float
         As for :class:`SparseVAE`.
-    standardize : bool
+    standardize : bool or None
         As for :class:`SparseVAE`.
 
     Attributes
@@ -1772,7 +1802,7 @@ class VAE(_Estimator):
     def __init__(self, n_factors: int = 5, beta: float = 1.0, likelihood: str = "normal",
                  hidden_dim: int = 50, warmup: float = 0.1, n_restarts: int = 1,
                  library: str = "composition", output_scale: float | None = OUTPUT_SCALE,
-                 lr_decay: float = LR_DECAY, standardize: bool = False):
+                 lr_decay: float = LR_DECAY, standardize: bool | None = None):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.beta = _check_float(beta, "beta", 0.0)
         self.likelihood = check_likelihood(likelihood)

@@ -671,10 +671,10 @@ def test_standardize_works_in_standardised_units_and_keeps_the_data_units(cls, t
     X, shift, scale = _shifted_and_scaled()
     X[3, 2] = np.nan  # a missing entry: left out of the column statistics
     with pytest.warns(UserWarning, match="standardize=True") as rec:
-        cls(n_factors=3, hidden_dim=8).fit(X, epochs=1, progress=False)
+        cls(n_factors=3, hidden_dim=8, standardize=False).fit(X, epochs=1, progress=False)
     text = " ".join(str(w.message) for w in rec)
     assert "mean more than 5 sds from 0" in text and "span a factor of" in text
-    m = cls(n_factors=3, hidden_dim=16, standardize=True).fit(X, epochs=100, progress=False)
+    m = cls(n_factors=3, hidden_dim=16).fit(X, epochs=100, progress=False)  # the default
     mean, sd = np.nanmean(X, 0), np.nanstd(X, 0)
     local, dec = m.guide_.local_guide, m.model_.decoder
     for loc, sc in ((local.in_loc_g, local.in_scale_g), (dec.out_loc_g, dec.out_scale_g)):
@@ -690,10 +690,13 @@ def test_standardize_works_in_standardised_units_and_keeps_the_data_units(cls, t
     # round trip: the maps are saved with the model
     m2 = cls.load(m.save(tmp_path / "std"))
     np.testing.assert_allclose(m2.reconstruct(X), R, rtol=1e-5)
-    assert m2.get_params()["standardize"] is True
-    # the default leaves the networks in the data's units (identity maps)
+    assert m2.get_params()["standardize"] is None
+    assert m.fit_info_["standardize"]["used"] and "sds from 0" in \
+        m.fit_info_["standardize"]["columns"]
+    # standardize=False leaves the networks in the data's units (identity maps)
     with pytest.warns(UserWarning, match="standardize=True"):
-        plain = cls(n_factors=3, hidden_dim=8).fit(X, epochs=1, progress=False)
+        plain = cls(n_factors=3, hidden_dim=8, standardize=False).fit(X, epochs=1,
+                                                                      progress=False)
     assert float(plain.model_.decoder.out_scale_g.sum()) == 7.0
     assert float(plain.guide_.local_guide.in_loc_g.abs().sum()) == 0.0
 
@@ -716,16 +719,29 @@ def test_standardize_rescues_a_shifted_column():
 def test_standardize_checks_and_old_folders(data, tmp_path):
     with pytest.raises(ValueError, match="applies to likelihood='normal'"):
         ps.SparseVAE(likelihood="poisson", standardize=True)
-    with pytest.raises(TypeError, match="standardize must be True or False"):
+    with pytest.raises(TypeError, match="standardize must be True, False or None"):
         ps.VAE(standardize="yes")
+    # the default standardises off-scale normal data only: well-scaled data are fitted in
+    # the data's units, exactly as with standardize=False
+    a = ps.SparseVAE(n_factors=3, hidden_dim=8).fit(data.X, epochs=2, seed=0, progress=False)
+    b = ps.SparseVAE(n_factors=3, hidden_dim=8, standardize=False).fit(data.X, epochs=2,
+                                                                       seed=0, progress=False)
+    np.testing.assert_array_equal(a.loadings_, b.loadings_)
+    assert a.fit_info_["standardize"] == dict(used=False, setting=None, columns=None)
     # folders written before the maps existed load with identity maps
     from safetensors.torch import load_file, save_file
 
-    m = ps.SparseVAE(n_factors=3, hidden_dim=8).fit(data.X, epochs=2, progress=False)
+    m = ps.SparseVAE(n_factors=3, hidden_dim=8, standardize=False).fit(data.X, epochs=2,
+                                                                       progress=False)
     path = m.save(tmp_path / "old")
     w = load_file(path / "weights.safetensors")
     old = {k: v for k, v in w.items() if k.rsplit(".", 1)[-1] not in
            ("in_loc_g", "in_scale_g", "out_loc_g", "out_scale_g")}
     assert len(old) == len(w) - 4
     save_file(old, path / "weights.safetensors")
-    np.testing.assert_allclose(ps.SparseVAE.load(path).transform(data.X), m.transform(data.X))
+    cfg = json.loads((path / "config.json").read_text())
+    del cfg["params"]["standardize"]
+    (path / "config.json").write_text(json.dumps(cfg))
+    old_model = ps.SparseVAE.load(path)
+    np.testing.assert_allclose(old_model.transform(data.X), m.transform(data.X))
+    assert old_model.get_params()["standardize"] is False  # fitted in the data's units

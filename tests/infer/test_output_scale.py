@@ -68,14 +68,16 @@ def _data(n=200, seed=0):
 @pytest.mark.parametrize("cls", [ps.SparseVAE, ps.VAE])
 def test_estimators_record_the_output_start(cls, tmp_path):
     X = _data()
-    m = cls(n_factors=2, hidden_dim=8, output_scale=1.0).fit(X, epochs=1, batch_size=50,
-                                                            progress=False)
+    # in the data's units (the data sit 5 sds from 0: the default would standardise)
+    kw = dict(n_factors=2, hidden_dim=8, standardize=False)
+    with pytest.warns(UserWarning, match="sds from 0"):
+        m = cls(output_scale=1.0, **kw).fit(X, epochs=1, batch_size=50, progress=False)
     rec = m.fit_info_["init"]["output_scale"]
     assert rec["n_rescaled"] == 5 and rec["median_sd_ratio"] < 0.5  # torch's init is small
     m.save(tmp_path / "m")
     assert type(m).load(tmp_path / "m").output_scale == 1.0
-    off = cls(n_factors=2, hidden_dim=8, output_scale=None).fit(X, epochs=1, batch_size=50,
-                                                               progress=False)
+    with pytest.warns(UserWarning, match="sds from 0"):
+        off = cls(output_scale=None, **kw).fit(X, epochs=1, batch_size=50, progress=False)
     assert "output_scale" not in (off.fit_info_.get("init") or {})
     # the first epoch starts from the data's level: its loss is far below the unscaled start's
     assert m.loss_history_[0] < off.loss_history_[0]

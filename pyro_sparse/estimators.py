@@ -155,8 +155,6 @@ SCALE_SPREAD_WARN = 50.0
 
 def _scale_note(col_mean_g, col_sd_g, names) -> str:
     # what the columns' means and sds say against fitting in the data's units, or ""
-    if col_mean_g is None:
-        return ""
     mean = np.asarray(col_mean_g, dtype=np.float64)
     sd = np.asarray(col_sd_g, dtype=np.float64)
     ok = np.isfinite(sd) & (sd > 0) & np.isfinite(mean)
@@ -182,7 +180,7 @@ def _scale_note(col_mean_g, col_sd_g, names) -> str:
 
 def _check_standardize(value, likelihood):
     # standardising is defined for the normal likelihood (counts have their own scale);
-    # None: standardise exactly when the likelihood is normal
+    # None: decided at fit from the columns' means and sds (_Estimator._standardizes)
     if value is None:
         return None
     if not isinstance(value, (bool, np.bool_)):
@@ -605,7 +603,9 @@ class _Estimator:
                              f"n_jobs=1 with device={device!r}")
         arr, names = self._prepare(X, fitted=False, layer=layer)
         col_mean, col_sd = column_stats(arr)
-        self._warn_about(arr, names, batch_size, col_sd, col_mean)
+        scale_note = _scale_note(col_mean, col_sd, names) if self.likelihood == "normal" \
+            else ""
+        self._warn_about(arr, names, batch_size, col_sd, scale_note)
         cfg = self._model_config(arr, col_sd)
         fit_arr, heldout_arr = self._split_for_refinement(arr, seed, checkpoint)
         x_ng = as_rows(fit_arr, dev)
@@ -618,8 +618,6 @@ class _Estimator:
                 raise ValueError(f"checkpoint {checkpoint} belongs to another run (different "
                                  "data, model settings, batch size, lr or seed)")
             resume_state = (tensors, info)
-        scale_note = _scale_note(col_mean, col_sd, names) if self.likelihood == "normal" \
-            else ""
         standardize = self._standardizes(scale_note)
         ctx = dict(cfg=cfg, arr=arr, names=names, fit_arr=fit_arr, heldout_arr=heldout_arr,
                    col_mean=col_mean, col_sd=col_sd, epochs=epochs, batch_size=batch_size,
@@ -851,25 +849,23 @@ class _Estimator:
         # SparseVAE(feature_mode_starts=...): (further per-epoch losses, record or None)
         return [], None
 
-    def _standardizes(self, scale_note: str = "") -> bool:
+    def _standardizes(self, scale_note: str) -> bool:
         # standardize=None: standardised units for the normal likelihood when the columns'
         # means or scales are off (``scale_note`` non-empty, see _scale_note)
         if self.standardize is None:
             return self.likelihood == "normal" and bool(scale_note)
         return bool(self.standardize)
 
-    def _warn_about(self, arr, names, batch_size, col_sd_g, col_mean_g=None):
+    def _warn_about(self, arr, names, batch_size, col_sd_g, scale_note=""):
         const = np.flatnonzero(col_sd_g == 0)
         if len(const):
             shown = ", ".join(repr(names[c]) if names else str(c) for c in const[:5])
             warnings.warn(f"{len(const)} constant column(s) carry no information: {shown}",
                           UserWarning, stacklevel=3)
-        if self.likelihood == "normal" and self.standardize is False:
-            note = _scale_note(col_mean_g, col_sd_g, names)
-            if note:
-                warnings.warn(f"{note}; fit with standardize=True or None (the networks then "
-                              "work in standardised units, the model stays in the data's)",
-                              UserWarning, stacklevel=3)
+        if scale_note and self.standardize is False:
+            warnings.warn(f"{scale_note}; fit with standardize=True or None (the networks "
+                          "then work in standardised units, the model stays in the data's)",
+                          UserWarning, stacklevel=3)
         if self.n_factors > arr.shape[1]:
             warnings.warn(f"n_factors={self.n_factors} is larger than the number of features "
                           f"({arr.shape[1]}); surplus factors will stay unused",
@@ -1375,13 +1371,12 @@ class SparseVAE(_Estimator):
         of each feature's best start in nats).
     standardize : bool or None
         True needs the normal likelihood (a ValueError otherwise). The networks work in
-        standardised units: the encoder sees each feature centred and scaled by the
-        training column's mean and sd, and the decoder's output is mapped back
-        (``mean_g + sd_g * output``), so the model, its likelihood, ``sigma_``,
-        ``reconstruct`` and every score stay in the data's units and the loadings keep
-        their meaning. Without it, a feature whose
-        mean is far from 0 or whose scale is far from the others' can wreck the whole fit
-        (on the paper's synthetic data, one column shifted by 20, or scaled by 1,000 or
+        standardised units: the encoder sees each feature centred and scaled by the training
+        column's mean and sd, and the decoder's output is mapped back (``mean_g + sd_g *
+        output``), so the model, its likelihood, ``sigma_``, ``reconstruct`` and every score
+        stay in the data's units and the loadings keep their meaning. Without it, a feature
+        whose mean is far from 0 or whose scale is far from the others' can wreck the whole
+        fit (on the paper's synthetic data, one column shifted by 20, or scaled by 1,000 or
         0.01, raised the other columns' held-out MSE 17- to 60-fold, and not with
         ``standardize=True``; ``benchmarks/README.md``, "Columns on other scales"); ``fit``
         warns, with ``False``, when the data look like that. None (default): standardise for

@@ -385,14 +385,14 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
     p_gk = incl_sgk.mean(0)
     W_gk = W_sgk.mean(0)
     S_pstar = p_gk >= threshold
-    codes = share_gk = None
+    codes = share_gk = acts = None
     if X is not None:
         codes = est.transform(X)[:, chains[0][1]]
         share_gk = est.effect_shares(X)[:, chains[0][1]]
+        acts = np.nan_to_num(share_gk, nan=0.0) >= effect_share
     read = f"posterior mean p* >= {threshold}"
     S, read_sgk, merged_into = S_pstar, incl_sgk, [""] * K
     if support != "pstar":
-        acts = np.nan_to_num(share_gk, nan=0.0) >= effect_share
         S, read_sgk = S_pstar & acts, incl_sgk * acts
         read += f", effect share >= {effect_share} on X"
     if support == "merged":
@@ -421,24 +421,20 @@ def anchor_report(model, truth=None, threshold: float = 0.5, num_samples: int = 
                      "spread in W); fit with w_guide='meanfield' or restarts for more.")
     redundant = None
     if X is not None:
-        S_used = S_pstar if support == "pstar" else S_pstar & (
-            np.nan_to_num(share_gk, nan=0.0) >= effect_share)
+        S_used = S_pstar if support == "pstar" else S_pstar & acts
         pairs = redundant_factors(codes, S_used.any(0), redundancy)
         redundant = [(fnames[k], fnames[m], r) for k, m, r in pairs]
-        if pairs and support == "merged":
-            notes.append(
-                "redundant factors: " + "; ".join(f"{a} ~ {b} (r={r:+.2f})" for a, b, r in
-                                                  redundant)
-                + ". Each group is read as one factor here (support='merged'); the fit has "
-                "probably split one factor in two, and a factor it missed stays missed.")
-        elif pairs:
-            notes.append(
-                "redundant factors: " + "; ".join(f"{a} ~ {b} (r={r:+.2f})" for a, b, r in
-                                                  redundant)
-                + ". The fit has probably split one factor in two and may have missed "
+        if pairs:
+            advice = (
+                ". Each group is read as one factor here (support='merged'); the fit has "
+                "probably split one factor in two, and a factor it missed stays missed."
+                if support == "merged" else
+                ". The fit has probably split one factor in two and may have missed "
                 "another: refit with other seeds or n_restarts and compare the ELBO, or "
                 "read each group as one factor (diagnostics.merge_redundant, or "
                 "support='merged').")
+            notes.append("redundant factors: " + "; ".join(
+                f"{a} ~ {b} (r={r:+.2f})" for a, b, r in redundant) + advice)
     residual = None
     hidden = None
     if X is not None:

@@ -204,22 +204,23 @@ def sparse_decoder_forward(z_bk, W_gk, A1_hk, A2_hh, b2_h, V_gh, c_g, block=None
     return _SparseDecoderFn.apply(z_bk, W_gk, A1_hk, A2_hh, b2_h, V_gh, c_g, int(block))
 
 
-def _register_output_affine(module: nn.Module, n_features: int) -> None:
-    # per-feature output map loc_g + scale_g * out (identity by default; saved with the
-    # model): with the data's column mean and sd, the network works in standardised units
-    # while the likelihood stays in the data's
-    module.register_buffer("out_loc_g", torch.zeros(n_features))
-    module.register_buffer("out_scale_g", torch.ones(n_features))
+class _OutputMap(nn.Module):
+    """A per-feature output map ``loc_g + scale_g * out`` (identity until set; saved with the
+    model): with the data's column mean and sd, the network works in standardised units
+    while the likelihood stays in the data's."""
 
+    def _register_output_map(self, n_features: int) -> None:
+        self.register_buffer("out_loc_g", torch.zeros(n_features))
+        self.register_buffer("out_scale_g", torch.ones(n_features))
 
-def _output_affine(module: nn.Module, out: torch.Tensor) -> torch.Tensor:
-    return torch.addcmul(module.out_loc_g, out, module.out_scale_g)
+    def _map_output(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.out_loc_g, out, self.out_scale_g)
 
-
-def _set_output_affine(module: nn.Module, loc_g, scale_g) -> None:
-    with torch.no_grad():
-        module.out_loc_g.copy_(torch.as_tensor(loc_g, dtype=module.out_loc_g.dtype))
-        module.out_scale_g.copy_(torch.as_tensor(scale_g, dtype=module.out_scale_g.dtype))
+    def set_output_affine(self, loc_g, scale_g) -> None:
+        """Map the network's output to ``loc_g + scale_g * output``."""
+        with torch.no_grad():
+            self.out_loc_g.copy_(torch.as_tensor(loc_g, dtype=self.out_loc_g.dtype))
+            self.out_scale_g.copy_(torch.as_tensor(scale_g, dtype=self.out_scale_g.dtype))
 
 
 def _uniform_(t: torch.Tensor, fan_in: int) -> torch.Tensor:
@@ -228,7 +229,7 @@ def _uniform_(t: torch.Tensor, fan_in: int) -> torch.Tensor:
         return t.uniform_(-bound, bound)
 
 
-class SparseDecoder(nn.Module):
+class SparseDecoder(_OutputMap):
     """Shared network f(W_g * z) with per-feature heads (the Sparse VAE decoder).
 
     Parameters
@@ -257,7 +258,7 @@ class SparseDecoder(nn.Module):
         self.b2_h = nn.Parameter(_uniform_(torch.empty(hidden_dim), hidden_dim))
         self.V_gh = nn.Parameter(_uniform_(torch.empty(n_features, hidden_dim), hidden_dim))
         self.c_g = nn.Parameter(_uniform_(torch.empty(n_features), hidden_dim))
-        _register_output_affine(self, n_features)
+        self._register_output_map(n_features)
 
     def forward(self, z_bk: torch.Tensor, W_gk: torch.Tensor) -> torch.Tensor:
         """Decoder output, shape (B, G), for factors ``z_bk`` and weights ``W_gk``."""
@@ -266,19 +267,14 @@ class SparseDecoder(nn.Module):
         out = sparse_decoder_forward(
             z2, W_gk, self.A1_hk, self.A2_hh, self.b2_h, self.V_gh, self.c_g, self.block
         )
-        return _output_affine(self, out).reshape(*lead, self.n_features)
-
-    def set_output_affine(self, loc_g, scale_g) -> None:
-        """Map the network's output to ``loc_g + scale_g * output`` (see
-        :func:`_register_output_affine`)."""
-        _set_output_affine(self, loc_g, scale_g)
+        return self._map_output(out).reshape(*lead, self.n_features)
 
     def output_heads(self) -> tuple[nn.Parameter, nn.Parameter]:
         """The per-feature output layer: weights ``V_gh`` (G, H) and biases ``c_g`` (G,)."""
         return self.V_gh, self.c_g
 
 
-class DenseDecoder(nn.Module):
+class DenseDecoder(_OutputMap):
     """Dense VAE decoder: Linear(K->H, no bias) -> ReLU -> Linear(H->H) -> ReLU -> Linear(H->G).
 
     Parameters
@@ -297,15 +293,11 @@ class DenseDecoder(nn.Module):
             nn.ReLU(),
             nn.Linear(hidden_dim, n_features),
         )
-        _register_output_affine(self, n_features)
+        self._register_output_map(n_features)
 
     def forward(self, z_bk: torch.Tensor) -> torch.Tensor:
         """Decoder output, shape (..., G)."""
-        return _output_affine(self, self.net(z_bk))
-
-    def set_output_affine(self, loc_g, scale_g) -> None:
-        """Map the network's output to ``loc_g + scale_g * output``."""
-        _set_output_affine(self, loc_g, scale_g)
+        return self._map_output(self.net(z_bk))
 
     def output_heads(self) -> tuple[nn.Parameter, nn.Parameter]:
         """The output layer: weights (G, H) and biases (G,), one row per feature."""

@@ -87,6 +87,11 @@ def simulate(seed, n=2000, n_features=24, n_factors=3, hidden=20, lambda0=10.0, 
     return x, z, gamma.numpy().astype(bool), W.numpy(), dec.state_dict()
 
 
+#: set by ``--no-unfold``: re-seeding rounds without the unfolding proposal (the rounds as
+#: they were before it existed); worker processes inherit it
+NO_UNFOLD = False
+
+
 def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen",
           exact_zeros=False, unit_signal=False, epochs=200, fit_factors=None,
           fit_init="random", fit_kwargs=None, reseed=0, profile=False, lr_decay=0.0,
@@ -114,6 +119,8 @@ def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen
         notes.append(f"feature modes searched ({feature_modes} starts)")
     if refine_epochs and not learned:  # learned: travels in fit_kwargs
         notes.append(f"posterior refined {refine_epochs} epochs")
+    if NO_UNFOLD and (reseed or (fit_kwargs or {}).get("reseed_rounds")):
+        notes.append("no unfolding")
     return guide_name + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -614,6 +621,9 @@ def main(argv=None):
     ap.add_argument("--reseed-rounds", type=int, default=0,
                     help="re-seeding rounds after each fit (SparseVAE(reseed_rounds=...); "
                          "with --decoder frozen the decoder is left as it is)")
+    ap.add_argument("--no-unfold", action="store_true",
+                    help="re-seeding rounds without the unfolding proposal "
+                         "(pyro_sparse.infer.reseed.UNFOLD_RATIO set to inf)")
     ap.add_argument("--profile-loadings", action="store_true",
                     help="--decoder frozen, with --reseed-rounds: each re-seeded loading set "
                          "by a per-feature search over PROFILE_GRID (reseed_fit("
@@ -640,6 +650,12 @@ def main(argv=None):
                     help="with --render: one tag per CSV, appended to its guide labels "
                          "(to set runs of the same setting by different code side by side)")
     args = ap.parse_args(argv)
+    if args.no_unfold:
+        global NO_UNFOLD
+        import pyro_sparse.infer.reseed as reseed_module
+
+        NO_UNFOLD = True
+        reseed_module.UNFOLD_RATIO = float("inf")
     if args.decoder == "frozen" and (args.fit_factors or args.fit_init != "random"
                                      or args.fit_kwargs):
         ap.error("--fit-factors, --fit-init and --fit-kwargs need --decoder learned")

@@ -1201,6 +1201,9 @@ class _Estimator:
         if "standardize" in cls._param_names:
             # folders written before the option existed were fitted in the data's units
             params.setdefault("standardize", False)
+        if "reseed_unfold" in cls._param_names:
+            # re-seeding rounds before the unfolding proposal existed
+            params.setdefault("reseed_unfold", False)
         est = cls(**params)
         if not isinstance(cfg["model_config"], dict):
             raise TypeError("model_config is not a mapping")
@@ -1344,6 +1347,11 @@ class SparseVAE(_Estimator):
         (``benchmarks/README.md``, "Re-seeding collapsed factors").
     reseed_epochs : int or None
         Epochs of each of the two trainings per round; None: half the fit's ``epochs``.
+    reseed_unfold : bool
+        Let a round restart a factor whose codes look like a fold (its size without its
+        sign) on a signed code instead (:func:`pyro_sparse.infer.unfold_direction`; the
+        round's ``move`` says which). False gives the rounds as they were before
+        2026-12-07; folders saved before then load with False.
     refine_posterior_epochs : int
         Variational W guides only (a ValueError for ``map`` or ``factor_correlation``):
         after the fit (and after choosing among restarts), refine W's posterior for this
@@ -1425,7 +1433,7 @@ class SparseVAE(_Estimator):
                     "lkj_concentration", "pstar", "marginalize", "library", "refine_support",
                     "validation_fraction", "refine_polish", "init", "output_scale",
                     "reseed_rounds", "reseed_epochs", "lr_decay", "refine_posterior_epochs",
-                    "feature_mode_starts", "standardize")
+                    "feature_mode_starts", "standardize", "reseed_unfold")
 
     def __init__(self, n_factors: int = 5, likelihood: str = "normal", hidden_dim: int = 50,
                  lambda0: float = 10.0, lambda1: float = 1.0, a: float = 1.0, b=None,
@@ -1438,7 +1446,8 @@ class SparseVAE(_Estimator):
                  init: str = "random", output_scale: float | None = OUTPUT_SCALE,
                  reseed_rounds: int = 0, reseed_epochs: int | None = None,
                  lr_decay: float = LR_DECAY, refine_posterior_epochs: int = 0,
-                 feature_mode_starts: int = 0, standardize: bool | None = None):
+                 feature_mode_starts: int = 0, standardize: bool | None = None,
+                 reseed_unfold: bool = True):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.likelihood = check_likelihood(likelihood)
         self.standardize = _check_standardize(standardize, self.likelihood)
@@ -1476,6 +1485,7 @@ class SparseVAE(_Estimator):
         self.init = init
         self.output_scale = _check_output_scale(output_scale)
         self.reseed_rounds = _check_nonneg_int(reseed_rounds, "reseed_rounds")
+        self.reseed_unfold = bool(reseed_unfold)
         self.reseed_epochs = None if reseed_epochs is None else \
             check_positive_int(reseed_epochs, "reseed_epochs")
         self.refine_posterior_epochs = _check_nonneg_int(refine_posterior_epochs,
@@ -1658,7 +1668,7 @@ class SparseVAE(_Estimator):
                           batch_size=ctx["batch_size"], lr=ctx["lr"], seed=seed,
                           likelihood=self.likelihood, col_sd_g=ctx["col_sd"],
                           library=self.library, progress=ctx["progress"],
-                          lr_decay=self.lr_decay)
+                          lr_decay=self.lr_decay, unfold=self.reseed_unfold)
 
     def _model_config(self, x_ng, col_sd_g=None):
         return dict(n_features=int(x_ng.shape[1]), n_factors=self.n_factors,

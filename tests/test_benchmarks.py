@@ -417,3 +417,47 @@ def test_column_scales_rows_and_report(tmp_path, monkeypatch):
     column_scales.render(pd.DataFrame(rows), "scales", "cmd", 1.0)
     md = (tmp_path / "scales.md").read_text()
     assert "| x1 + 20 | True |" in md and "| as simulated | False |" in md
+
+
+def test_missed_factors_tells_a_fold_from_a_found_and_a_lost_factor():
+    import missed_factors as mf
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((600, 3))
+    x = np.column_stack([z[:, 0], z[:, 0] ** 2, np.abs(z[:, 1]), z[:, 1], z[:, 2], z[:, 2]])
+    x = x + 0.1 * rng.standard_normal(x.shape)
+    gamma = np.zeros((6, 3), dtype=bool)
+    gamma[[0, 1], 0] = gamma[[2, 3], 1] = gamma[[4, 5], 2] = True
+    # codes: z0 as it is, z1 folded to its size, z2 absent (noise)
+    codes = np.column_stack([z[:, 0], np.abs(z[:, 1]), rng.standard_normal(600)])
+    rows = {r["factor"]: r for r in mf.factor_rows(x, z, gamma, codes)}
+    assert [rows[k]["status"] for k in range(3)] == ["found", "folded", "lost"]
+    assert rows[1]["fold_corr"] > 0.95 and rows[1]["r2_from_codes"] < 0.2
+    assert rows[1]["r2_abs_from_codes"] > 0.9 and rows[1]["r2_from_x"] > 0.9
+    assert rows[0]["even_anchors"] == 1 and rows[1]["even_anchors"] == 1
+    assert rows[2]["even_anchors"] == 0 and rows[2]["anchors"] == 2
+    assert mf.classify(0.95, 0.0, 0.0) == "found" and mf.classify(0.85, 0.9, 0.9) == "carried"
+    assert mf.classify(0.5, 0.6, 0.85) == "partial" and mf.classify(0.2, 0.1, 0.3) == "lost"
+
+
+def test_missed_factors_render_counts(tmp_path, monkeypatch):
+    import missed_factors as mf
+
+    monkeypatch.setattr(mf, "RESULTS", tmp_path)
+    base = dict(fold_corr=0.3, r2_from_x=0.95, r2_from_codes=0.9, r2_abs_from_codes=0.9,
+                anchors=3, even_anchors=1, reseed_rounds=0, standardized=True, cpu_s=10.0)
+    df = pd.DataFrame([dict(base, seed=1, factor=0, matched_corr=0.99, status="found"),
+                       dict(base, seed=1, factor=1, matched_corr=0.3, status="folded"),
+                       dict(base, seed=2, factor=0, matched_corr=0.95, status="found"),
+                       dict(base, seed=2, factor=1, matched_corr=0.97, status="found")])
+    text = mf.render(df, "t", "cmd", 1.0)
+    assert "found 3, carried 0, folded 1, partial 0, lost 0" in text
+    assert "every factor found: 1 of 2" in text
+    assert (tmp_path / "t.md").read_text() == text
+
+
+def test_calibration_no_unfold_is_labelled(monkeypatch):
+    monkeypatch.setattr(calibration, "NO_UNFOLD", True)
+    assert calibration.label("map", decoder="learned",
+                             fit_kwargs={"reseed_rounds": 5}).endswith("no unfolding)")
+    assert "unfolding" not in calibration.label("map", decoder="learned")

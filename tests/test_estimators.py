@@ -741,7 +741,11 @@ def test_standardize_checks_and_old_folders(data, tmp_path):
     save_file(old, path / "weights.safetensors")
     cfg = json.loads((path / "config.json").read_text())
     del cfg["params"]["standardize"]
+    del cfg["params"]["reseed_unfold"]
     (path / "config.json").write_text(json.dumps(cfg))
     old_model = ps.SparseVAE.load(path)
     np.testing.assert_allclose(old_model.transform(data.X), m.transform(data.X))
     assert old_model.get_params()["standardize"] is False  # fitted in the data's units
+    # and its re-seeding rounds, if any, had no unfolding proposal
+    assert old_model.get_params()["reseed_unfold"] is False
+    assert ps.SparseVAE().reseed_unfold is True

@@ -24,6 +24,8 @@ from .reseed import (
     reseed_fit,
     reseed_rounds,
     residual_direction,
+    unfold_direction,
+    unfold_loadings,
 )
 from .scale_symmetry import factor_moments, optimal_log_scales, rescale_factors, scale_objective
 from .semi_amortized import refine_posterior
@@ -70,4 +72,6 @@ __all__ = [
     "reseed_rounds",
     "reseed_fit",
     "profile_column",
+    "unfold_direction",
+    "unfold_loadings",
 ]

@@ -14,7 +14,10 @@ from pyro_sparse.infer import (
     reseed_fit,
     reseed_rounds,
     residual_direction,
+    unfold_direction,
+    unfold_loadings,
 )
+from pyro_sparse.infer.reseed import UNFOLD_RATIO
 from pyro_sparse.models import SparseVAEModel
 
 from ._blocks import two_blocks
@@ -40,6 +43,61 @@ def test_residual_direction_finds_a_shared_block_and_its_scores():
         residual_direction(np.ones((5, 3)))
     with pytest.raises(ValueError, match="at least 2 rows and 2 features"):
         residual_direction(np.ones((5, 1)))
+
+
+def _folded(n=2000, seed=0):
+    """Codes (z0, a fold of z1) and the residuals a fit with them leaves: features 0-2 are
+    odd in z1 (their sign part unexplained), 3-7 noise."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, 2))
+    codes = np.column_stack([z[:, 0], np.abs(z[:, 1]) ** 1.5])  # any increasing map of |z1|
+    r = 0.3 * rng.standard_normal((n, 8))
+    r[:, :3] += np.outer(z[:, 1], [1.0, -0.7, 0.5])
+    return z, codes, r
+
+
+def test_unfold_direction_finds_the_folded_code_and_its_sign():
+    z, codes, r = _folded()
+    ratio, k, s, v = unfold_direction(codes, r)
+    assert k == 1 and ratio > UNFOLD_RATIO
+    assert abs(np.corrcoef(s, z[:, 1])[0, 1]) > 0.9  # the sign is back
+    assert abs(s.mean()) < 1e-9 and s.std() == pytest.approx(1.0)
+    assert set(np.argsort(-np.abs(v))[:3]) == {0, 1, 2} and np.linalg.norm(v) == pytest.approx(1)
+    # a decreasing code of the size is found too (both directions are tried)
+    ratio2, k2, s2, _ = unfold_direction(np.column_stack([codes[:, 0], -codes[:, 1]]), r)
+    assert k2 == 1 and ratio2 == pytest.approx(ratio) and abs(np.corrcoef(s2, s)[0, 1]) > 0.99
+    # a missing entry does not break it
+    r[5, 2] = np.nan
+    assert unfold_direction(codes, r)[1] == 1
+
+
+def test_unfold_direction_stays_low_without_a_fold():
+    # codes that carry their factors with sign; the residuals hold a third factor linearly
+    # (what re-seeding is for) and noise: weighting by a code's size concentrates nothing
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((2000, 3))
+    r = 0.3 * rng.standard_normal((2000, 8))
+    r[:, 4:7] += np.outer(z[:, 2], [1.0, 0.8, -0.6])
+    ratio, *_ = unfold_direction(z[:, :2], r)
+    assert ratio < 1.2 < UNFOLD_RATIO
+    with pytest.raises(ValueError, match="same N"):
+        unfold_direction(z[:10, :2], r)
+    with pytest.raises(ValueError, match="at least 2 rows and 2 features"):
+        unfold_direction(z[:, :2], r[:, :1])
+    with pytest.raises(ValueError, match="no spread"):
+        unfold_direction(z[:, :2], np.ones((2000, 4)))
+
+
+def test_unfold_loadings_by_hand():
+    w = np.array([0.0, 2.0, -4.0, 0.0005, 0.0])
+    v = np.array([0.6, 0.1, 0.0, -0.5, 0.1])
+    # kept: the factor's own loadings; added: features with |v| >= 0.3 max|v| not loaded
+    # (0 and 3), at the sign of v times the median |loading| 3
+    np.testing.assert_allclose(unfold_loadings(w, v), [3.0, 2.0, -4.0, -3.0, 0.0])
+    np.testing.assert_allclose(unfold_loadings(np.zeros(3), np.array([1.0, -1.0, 0.1])),
+                               [1.0, -1.0, 0.0])
+    with pytest.raises(ValueError, match="one length"):
+        unfold_loadings(w, v[:3])
 
 
 def test_ablation_costs_by_hand():
@@ -162,6 +220,7 @@ def test_a_killed_factor_comes_back():
     hist, rounds = est._reseed(est.model_, est.guide_, xt, ctx, seed=0)
     (r,) = rounds
     assert r["factor"] == 1 and r["ablation_cost"][1] == pytest.approx(0.0, abs=1e-6)
+    assert r["move"] == "reseed" and r["unfold_ratio"] < 1.5  # nothing folded here
     assert r["accepted"] and r["loss_reseeded"] < r["loss_continued"]
     assert len(hist) == 15
     mu = est.transform(x)
@@ -256,6 +315,50 @@ def test_sparse_vae_reseed_option(tmp_path):
     half = ps.SparseVAE(n_factors=2, hidden_dim=8, reseed_rounds=1).fit(
         x, epochs=4, batch_size=50, progress=False)
     assert len(half.loss_history_) == 4 + 2
+
+    assert {r["move"] for r in rounds} <= {"reseed", "unfold"}
+    assert all(np.isfinite(r["unfold_ratio"]) for r in rounds)
+
+
+def test_a_round_unfolds_when_the_ratio_is_high(monkeypatch, tmp_path):
+    import pyro_sparse.infer.reseed as reseed
+
+    x, _, _ = two_blocks(n=200)
+    kw = dict(n_factors=2, hidden_dim=8, reseed_rounds=1, reseed_epochs=2)
+    seen = {}
+    real = reseed.unfold_direction
+
+    def spy(z, r):
+        seen["out"] = real(z, r)
+        return seen["out"]
+
+    monkeypatch.setattr(reseed, "unfold_direction", spy)
+    monkeypatch.setattr(reseed, "UNFOLD_RATIO", 0.0)  # every round unfolds
+    (r,) = ps.SparseVAE(**kw).fit(x, epochs=4, batch_size=50, progress=False).fit_info_["reseed"]
+    assert r["move"] == "unfold" and r["factor"] == seen["out"][1]
+    assert r["unfold_ratio"] == pytest.approx(seen["out"][0])
+    # reseed_unfold=False: the rounds as before the proposal existed, whatever the ratio
+    off = ps.SparseVAE(**kw, reseed_unfold=False).fit(x, epochs=4, batch_size=50,
+                                                      progress=False)
+    (r,) = off.fit_info_["reseed"]
+    assert r["move"] == "reseed" and np.isnan(r["unfold_ratio"])
+    back = ps.SparseVAE.load(off.save(tmp_path / "off"))
+    assert back.reseed_unfold is False and np.isnan(back.fit_info_["reseed"][0]["unfold_ratio"])
+    monkeypatch.setattr(reseed, "UNFOLD_RATIO", np.inf)  # never
+    (r,) = ps.SparseVAE(**kw).fit(x, epochs=4, batch_size=50, progress=False).fit_info_["reseed"]
+    assert r["move"] == "reseed"
+
+
+def test_reseed_fit_without_unfolding_records_no_ratio():
+    x, _, _ = two_blocks(n=200)
+    est = ps.SparseVAE(n_factors=2, hidden_dim=8).fit(x, epochs=3, batch_size=50,
+                                                      progress=False)
+    xt = as_rows(x, "cpu")
+    est.model_.train()
+    est.guide_.train()
+    _, (r,) = reseed_fit(est.model_, est.guide_, xt, n_rounds=1, epochs=1, batch_size=50,
+                         col_sd_g=x.std(0), unfold=False)
+    assert r["move"] == "reseed" and np.isnan(r["unfold_ratio"])
 
 
 def test_reseed_with_counts_and_the_variational_guide():

@@ -87,15 +87,10 @@ def simulate(seed, n=2000, n_features=24, n_factors=3, hidden=20, lambda0=10.0, 
     return x, z, gamma.numpy().astype(bool), W.numpy(), dec.state_dict()
 
 
-#: set by ``--no-unfold``: re-seeding rounds without the unfolding proposal (the rounds as
-#: they were before it existed); worker processes inherit it
-NO_UNFOLD = False
-
-
 def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen",
           exact_zeros=False, unit_signal=False, epochs=200, fit_factors=None,
           fit_init="random", fit_kwargs=None, reseed=0, profile=False, lr_decay=0.0,
-          refine_epochs=0, feature_modes=0):
+          refine_epochs=0, feature_modes=0, unfold=True):
     """Row label of one setting, e.g. ``lowrank (2 restarts, random start)``.
 
     ``fit_kwargs`` (a dict of extra ``SparseVAE`` arguments) is listed as ``k=v`` pairs.
@@ -119,19 +114,20 @@ def label(guide_name, rescale=True, restarts=1, init_truth=True, decoder="frozen
         notes.append(f"feature modes searched ({feature_modes} starts)")
     if refine_epochs and not learned:  # learned: travels in fit_kwargs
         notes.append(f"posterior refined {refine_epochs} epochs")
-    if NO_UNFOLD and (reseed or (fit_kwargs or {}).get("reseed_rounds")):
+    if not unfold and (reseed or (fit_kwargs or {}).get("reseed_rounds")):
         notes.append("no unfolding")
     return guide_name + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, restarts,
                 init_truth, rescale, reseed=0, profile=False, lr_decay=0.0, refine_epochs=0,
-                feature_modes=0):
+                feature_modes=0, unfold=True):
     """Decoder network frozen at the truth; returns (W draws, p*, encoder means).
 
     ``reseed`` rounds of :func:`pyro_sparse.infer.reseed_fit` (``epochs // 2`` epochs each,
-    the decoder left as it is, with ``profile_loadings=profile``) follow each fit, before the
-    scale step, as in ``SparseVAE.fit``; ``lr_decay`` is passed to every training. With
+    the decoder left as it is, with ``profile_loadings=profile`` and ``unfold``) follow each
+    fit, before the scale step, as in ``SparseVAE.fit``; ``lr_decay`` is passed to every
+    training. With
     ``refine_epochs`` the kept fit's W posterior is then refined against per-row q(z)
     (:func:`pyro_sparse.infer.refine_posterior`, as ``SparseVAE(refine_posterior_epochs=)``
     does), and the fit as it was before is returned as well, in ``flags["before"]`` (the
@@ -175,7 +171,7 @@ def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, res
                 reseed_fit(model, guide, x, n_rounds=reseed, epochs=max(1, epochs // 2),
                            batch_size=200, lr=1e-2, seed=seed * 100 + r,
                            col_sd_g=x.std(0).numpy(), redraw_decoder=False,
-                           profile_loadings=profile, lr_decay=lr_decay)
+                           profile_loadings=profile, lr_decay=lr_decay, unfold=unfold)
             if feature_modes:
                 found = search_feature_modes(model, guide, x, n_starts=feature_modes,
                                              seed=seed * 100 + r)
@@ -209,7 +205,7 @@ def _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0, lambda1, res
 
 
 def _fit_learned(x, K, seed, guide_name, epochs, lambda0, lambda1, restarts, fit_init="random",
-                 fit_kwargs=None):
+                 fit_kwargs=None, unfold=True):
     """The whole model learned by ``SparseVAE.fit`` with its defaults (b = G), as a user runs
     it, with ``K`` factors, start ``fit_init`` and any further ``SparseVAE`` arguments in
     ``fit_kwargs``; returns no W draws."""
@@ -217,7 +213,7 @@ def _fit_learned(x, K, seed, guide_name, epochs, lambda0, lambda1, restarts, fit
 
     est = ps.SparseVAE(n_factors=K, hidden_dim=20, lambda0=lambda0, lambda1=lambda1,
                        w_guide=guide_name, n_restarts=restarts, init=fit_init,
-                       **(fit_kwargs or {}))
+                       reseed_unfold=unfold, **(fit_kwargs or {}))
     with warnings.catch_warnings():  # recorded below instead
         warnings.simplefilter("ignore", ps.ConvergenceWarning)
         est.fit(x.numpy(), epochs=epochs, batch_size=200, lr=1e-2, seed=seed * 100,
@@ -255,6 +251,7 @@ def fit_one(args):
     lr_decay = rest[0] if rest else 0.0
     refine_epochs = rest[1] if len(rest) > 1 else 0
     feature_modes = rest[2] if len(rest) > 2 else 0
+    unfold = rest[3] if len(rest) > 3 else True
     import torch
 
     torch.set_num_threads(1)
@@ -265,20 +262,22 @@ def fit_one(args):
     if decoder == "frozen":
         draws, p, mu, flags = _fit_frozen(x, W, dec_state, seed, guide_name, epochs, lambda0,
                                           lambda1, restarts, init_truth, rescale, reseed,
-                                          profile, lr_decay, refine_epochs, feature_modes)
+                                          profile, lr_decay, refine_epochs, feature_modes,
+                                          unfold)
     else:
         draws, p, mu, flags = _fit_learned(x, fit_factors or K, seed, guide_name, epochs,
-                                           lambda0, lambda1, restarts, fit_init, fit_kwargs)
+                                           lambda0, lambda1, restarts, fit_init, fit_kwargs,
+                                           unfold)
     seconds = time.perf_counter() - t0
     name = label(guide_name, rescale, restarts, init_truth, decoder, exact_zeros, unit_signal,
                  epochs, fit_factors, fit_init, fit_kwargs, reseed, profile, lr_decay,
-                 refine_epochs, feature_modes)
+                 refine_epochs, feature_modes, unfold)
     before = flags.pop("before", None)
     rows = _score(seed, name, draws, p, mu, flags, z, gamma, W, seconds)
     if before is not None:  # the same fit before refine_posterior, side by side
         name0 = label(guide_name, rescale, restarts, init_truth, decoder, exact_zeros,
                       unit_signal, epochs, fit_factors, fit_init, fit_kwargs, reseed, profile,
-                      lr_decay, 0, feature_modes)
+                      lr_decay, 0, feature_modes, unfold)
         rows = _score(seed, name0, *before[:4], z, gamma, W, before[4]) + rows
     return rows
 
@@ -623,7 +622,7 @@ def main(argv=None):
                          "with --decoder frozen the decoder is left as it is)")
     ap.add_argument("--no-unfold", action="store_true",
                     help="re-seeding rounds without the unfolding proposal "
-                         "(pyro_sparse.infer.reseed.UNFOLD_RATIO set to inf)")
+                         "(reseed_fit(unfold=False), SparseVAE(reseed_unfold=False))")
     ap.add_argument("--profile-loadings", action="store_true",
                     help="--decoder frozen, with --reseed-rounds: each re-seeded loading set "
                          "by a per-feature search over PROFILE_GRID (reseed_fit("
@@ -650,12 +649,6 @@ def main(argv=None):
                     help="with --render: one tag per CSV, appended to its guide labels "
                          "(to set runs of the same setting by different code side by side)")
     args = ap.parse_args(argv)
-    if args.no_unfold:
-        global NO_UNFOLD
-        import pyro_sparse.infer.reseed as reseed_module
-
-        NO_UNFOLD = True
-        reseed_module.UNFOLD_RATIO = float("inf")
     if args.decoder == "frozen" and (args.fit_factors or args.fit_init != "random"
                                      or args.fit_kwargs):
         ap.error("--fit-factors, --fit-init and --fit-kwargs need --decoder learned")
@@ -705,7 +698,8 @@ def main(argv=None):
               args.unit_signal, args.fit_factors, args.fit_init, args.fit_kwargs,
               args.reseed_rounds if args.decoder == "frozen" else 0, args.profile_loadings,
               args.lr_decay if args.decoder == "frozen" else 0.0,
-              args.refine_posterior if args.decoder == "frozen" else 0, args.feature_modes)
+              args.refine_posterior if args.decoder == "frozen" else 0, args.feature_modes,
+              not args.no_unfold)
              for gname in args.guides
              for s in range(args.first_rep, args.first_rep + args.reps)]
     rows, failed = [], []

@@ -134,8 +134,7 @@ def run_one(task):
                        reseed_rounds=reseed_rounds)
     est.fit(x, epochs=epochs, batch_size=200, lr=1e-2, seed=seed * 100, progress=False)
     cpu = time.process_time() - t0
-    std = est.fit_info_.get("standardize")
-    std = bool(std.get("used")) if isinstance(std, dict) else bool(std)
+    std = bool(est.fit_info_["standardize"]["used"])
     rows = factor_rows(x, z, gamma, est.transform(x), seed=seed)
     for r in rows:
         r.update(seed=seed, reseed_rounds=reseed_rounds, standardized=std, cpu_s=cpu)

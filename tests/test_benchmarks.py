@@ -456,8 +456,7 @@ def test_missed_factors_render_counts(tmp_path, monkeypatch):
     assert (tmp_path / "t.md").read_text() == text
 
 
-def test_calibration_no_unfold_is_labelled(monkeypatch):
-    monkeypatch.setattr(calibration, "NO_UNFOLD", True)
-    assert calibration.label("map", decoder="learned",
-                             fit_kwargs={"reseed_rounds": 5}).endswith("no unfolding)")
-    assert "unfolding" not in calibration.label("map", decoder="learned")
+def test_calibration_no_unfold_is_labelled():
+    assert calibration.label("map", decoder="learned", fit_kwargs={"reseed_rounds": 5},
+                             unfold=False).endswith("no unfolding)")
+    assert "unfolding" not in calibration.label("map", decoder="learned", unfold=False)

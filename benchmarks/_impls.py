@@ -40,7 +40,9 @@ def make_data(shape, seed=0):
     return torch.randn(s["N"], s["G"], generator=g)
 
 
-def pyro_step(shape, x, vae=False):
+def pyro_step(shape, x, vae=False, elbo_cls=None):
+    """Our SVI step as ``fit`` runs it (``make_elbo``'s ELBO), or with ``elbo_cls`` instead
+    (``pyro-trace``: Pyro's stock ``Trace_ELBO``, the step before ``ReparamTrace_ELBO``)."""
     import pyro
 
     import pyro_sparse as ps
@@ -53,7 +55,7 @@ def pyro_step(shape, x, vae=False):
     model, guide = est._build(est._model_config(x.numpy()), torch.device("cpu"), 0)
     params = list(model.parameters()) + list(guide.parameters())
     opt = torch.optim.Adam(params, lr=1e-2, foreach=True)
-    elbo = make_elbo(model)
+    elbo = make_elbo(model) if elbo_cls is None else elbo_cls()
     N = x.shape[0]
 
     def step(idx):
@@ -349,8 +351,15 @@ def saved_activations(make_step):
     return make
 
 
+def _stock_trace_elbo():
+    from pyro.infer import Trace_ELBO
+
+    return Trace_ELBO
+
+
 IMPLS = {
     "pyro": lambda shape, x: pyro_step(shape, x),
+    "pyro-trace": lambda shape, x: pyro_step(shape, x, elbo_cls=_stock_trace_elbo()),
     "pyro-saveacts": saved_activations(pyro_step),
     "pyro-jit": pyro_jit_step,
     "plain": plain_step,

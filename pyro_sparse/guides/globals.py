@@ -30,6 +30,7 @@ from ..distributions import (
     eta_mstep,
     inclusion_prob,
 )
+from ..models._plates import full_plate
 from ..models._register import register_params
 
 __all__ = ["MAPGlobalGuide", "MeanFieldGlobalGuide", "LowRankGlobalGuide",
@@ -87,7 +88,7 @@ class _GlobalGuideBase(nn.Module):
     def _sample_rest(self, features=None):
         if self.likelihood == "normal":
             if features is None:
-                features = pyro.plate("features", self.log_sigma_g1.shape[0], dim=-2)
+                features = full_plate("features", self.log_sigma_g1.shape[0], -2)
             with features:
                 pyro.sample("sigma", dist.Delta(self.sigma_g1))
         if self.factor_correlation:
@@ -167,8 +168,8 @@ class _GlobalGuideBase(nn.Module):
                 W_gk = self._W_for_eta()
                 K = W_gk.shape[-1]
                 eta_k = self._eta(W_gk)
-                factors = pyro.plate("factors", K, dim=-1)
-                features = pyro.plate("features", W_gk.shape[0], dim=-2)
+                factors = full_plate("factors", K, -1)
+                features = full_plate("features", W_gk.shape[0], -2)
                 with factors:
                     pyro.sample("eta", dist.Delta(eta_k))
                 with features, factors:

@@ -1,5 +1,5 @@
-"""Inference: the minibatch SVI loop, warm-up schedules, checkpoints, data rows, devices,
-support refinement on held-out rows, a factor-analysis start, a data-dependent start of the
+"""Inference: the minibatch SVI loop and its ELBO, warm-up schedules, checkpoints, data rows,
+devices, support refinement on held-out rows, a factor-analysis start, a data-dependent start of the
 decoder's output layer, the scale symmetry between factors and loadings, a convergence
 check on the loss history, a semi-amortised refinement of W's posterior, a multi-start
 search of each feature's loadings, re-seeding of collapsed factors, and independent fits in
@@ -8,6 +8,7 @@ worker processes."""
 from .checkpoint import check_checkpoint_target, read_checkpoint, write_checkpoint
 from .convergence import ConvergenceWarning, loss_trend
 from .data import SparseRows, as_rows, row_batches
+from .elbo import ReparamTrace_ELBO
 from .feature_modes import (
     factorises_over_features,
     feature_log_posterior,
@@ -36,6 +37,7 @@ __all__ = [
     "full_data_loss",
     "lr_factor",
     "make_elbo",
+    "ReparamTrace_ELBO",
     "resolve_device",
     "warmup_weight",
     "SparseRows",

@@ -23,6 +23,7 @@ from ..distributions import (
 from ..likelihoods import check_library, check_likelihood, dispersion_parameter
 from ..nn import SparseDecoder
 from ._inputs import check_minibatch
+from ._plates import full_plate
 from ._register import observe, register_params
 
 __all__ = ["SparseVAEModel", "MARGINALIZE", "check_positive_int", "z_site"]
@@ -146,8 +147,8 @@ class SparseVAEModel(torch.nn.Module):
     # ------------------------------------------------------------------ sites
     def _global_sites(self, device):
         G, K = self.n_features, self.n_factors
-        factors = pyro.plate("factors", K, dim=-1)
-        features = pyro.plate("features", G, dim=-2)
+        factors = full_plate("factors", K, -1)
+        features = full_plate("features", G, -2)
         with factors:
             eta_k = pyro.sample("eta", dist.Beta(self.beta_a_k, self.beta_b_k))
         with features, factors:

@@ -14,6 +14,7 @@ from ..distributions import SigmaPrior
 from ..likelihoods import check_library, check_likelihood, dispersion_parameter
 from ..nn import DenseDecoder
 from ._inputs import check_minibatch
+from ._plates import full_plate
 from ._register import observe, register_params
 from .sparse_vae import check_positive_int, z_site
 
@@ -71,8 +72,7 @@ class VAEModel(torch.nn.Module):
         B = x_bg.shape[0] if x_bg is not None else int(n_samples or 1)
         sigma_g = None
         if self.likelihood == "normal":
-            with poutine.scale(scale=prior_weight), pyro.plate("features", self.n_features,
-                                                               dim=-2):
+            with poutine.scale(scale=prior_weight), full_plate("features", self.n_features, -2):
                 nu, xi = self.sigma_prior_params
                 sigma_g = pyro.sample(
                     "sigma", SigmaPrior(nu, xi, (self.n_features, 1))

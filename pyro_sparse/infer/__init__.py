@@ -20,11 +20,13 @@ from .parallel import check_n_jobs, run_in_processes
 from .refine import REFINE_THRESHOLDS, candidate_supports, effect_share, one_se_choice
 from .reseed import (
     ablation_costs,
+    merged_loadings,
     profile_column,
     reseed_factor,
     reseed_fit,
     reseed_rounds,
     residual_direction,
+    split_fold_pair,
     unfold_direction,
     unfold_loadings,
 )
@@ -76,4 +78,6 @@ __all__ = [
     "profile_column",
     "unfold_direction",
     "unfold_loadings",
+    "split_fold_pair",
+    "merged_loadings",
 ]

@@ -15,7 +15,9 @@ features are treated as noise: their residuals move together. A round of re-seed
    When one factor's codes look like a *fold* of a factor (its size |z| without its sign:
    the residuals of some features then grow with that code and change sign between rows
    of equal code), the round instead restarts that factor on a signed version of its code
-   (:func:`unfold_direction`);
+   (:func:`unfold_direction`); with ``merge``, when one code tracks the size of another
+   (a fold split over two latents, :func:`split_fold_pair`), it restarts the sign code on
+   the merged code and the size code on the residuals' leading component;
 3. trains the re-seeded state and, side by side from the same state with the same seed,
    the state as it was, for the same number of epochs, and keeps whichever reaches the lower
    full-data negative ELBO (:func:`reseed_rounds`). A round can therefore only keep a
@@ -40,9 +42,10 @@ from ..residual_stats import leading_component, pearson_residuals, standardise_c
 from .initialization import encoder_view
 from .svi import fit_svi, full_data_loss
 
-__all__ = ["PROFILE_GRID", "RESEED_KEEP", "UNFOLD_RATIO", "ablation_costs", "profile_column",
-           "reseed_factor", "reseed_fit", "reseed_rounds", "residual_direction",
-           "unfold_direction", "unfold_loadings"]
+__all__ = ["MERGE_SCORE", "PROFILE_GRID", "RESEED_KEEP", "UNFOLD_RATIO", "ablation_costs",
+           "merged_loadings", "profile_column", "reseed_factor", "reseed_fit",
+           "reseed_rounds", "residual_direction", "split_fold_pair", "unfold_direction",
+           "unfold_loadings"]
 
 #: loadings of the residual component below this fraction of its largest start at 0
 RESEED_KEEP = 0.3
@@ -55,6 +58,9 @@ PROFILE_GRID = (0.0, -0.25, 0.25, -0.5, 0.5, -1.0, 1.0, -1.5, 1.5, -2.0, 2.0, -3
 #: residual component carries this many times the variance of the plain one
 #: (:func:`unfold_direction`)
 UNFOLD_RATIO = 1.5
+#: a round merges two factors' codes into one when one code's rank correlation with the
+#: other's distance from its median reaches this (:func:`split_fold_pair`)
+MERGE_SCORE = 0.2
 
 
 def ablation_costs(residuals_of, z_nk: np.ndarray, resid_ng: np.ndarray | None = None
@@ -188,6 +194,16 @@ def unfold_direction(z_nk: np.ndarray, resid_ng: np.ndarray):
     return best
 
 
+def _loading_pair(a_g, b_g, names: str):
+    # two (G,) float vectors of one length, or a ValueError naming them
+    a = np.asarray(a_g, dtype=np.float64)
+    b = np.asarray(b_g, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"{names} must be (G,) vectors of one length, got shapes "
+                         f"{a.shape} and {b.shape}")
+    return a, b
+
+
 def unfold_loadings(w_g: np.ndarray, v_g: np.ndarray, keep: float = RESEED_KEEP,
                     tol: float = 1e-3) -> np.ndarray:
     """Loadings for an unfolded factor: its own, plus the features that carry its sign.
@@ -207,17 +223,87 @@ def unfold_loadings(w_g: np.ndarray, v_g: np.ndarray, keep: float = RESEED_KEEP,
     -------
     numpy.ndarray, shape (G,)
     """
-    w = np.asarray(w_g, dtype=np.float64)
-    v = np.asarray(v_g, dtype=np.float64)
-    if w.shape != v.shape or w.ndim != 1:
-        raise ValueError(f"w_g and v_g must be (G,) vectors of one length, got shapes "
-                         f"{w.shape} and {v.shape}")
+    w, v = _loading_pair(w_g, v_g, "w_g and v_g")
     loaded = np.abs(w) > tol
     unit = float(np.median(np.abs(w[loaded]))) if loaded.any() else 1.0
     out = np.where(loaded, w, 0.0)
     add = (np.abs(v) >= keep * np.abs(v).max()) & ~loaded
     out[add] = np.sign(v[add]) * unit
     return out
+
+
+def _rank_size(z_n: np.ndarray) -> np.ndarray:
+    # the size |u| that each row's rank in z_n implies under u ~ N(0, 1)
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+
+    return ndtri((1.0 + rankdata(z_n) / (len(z_n) + 1)) / 2.0)
+
+
+def split_fold_pair(z_nk: np.ndarray):
+    """The two factors whose codes look most like one factor split over two latents.
+
+    A fold can also be split: one code tracks a factor's size |z| (the V-shaped features
+    are fitted through it) while a second code carries its sign, so two latents hold one
+    factor and another factor is crowded out. The size code then rises with the sign
+    code's distance from its centre, which two codes of different factors do not do. For
+    every ordered pair (a, b) this scores ``|Spearman corr(z_a, |z_b - median(z_b)|)|``
+    (in ``benchmarks/missed_factors.py``'s fits: 0.23-0.41 on the three split folds of data
+    sets 60-69, at most 0.09 elsewhere).
+
+    Parameters
+    ----------
+    z_nk : numpy.ndarray, shape (N, K)
+        Encoder means (K >= 2).
+
+    Returns
+    -------
+    (score, a, b, s_n) : float, int, int, numpy.ndarray
+        The largest score, the size code ``a``, the sign code ``b``, and the merged code
+        ``sign(z_b - median(z_b)) * size_n`` standardised to mean 0 and sd 1, where
+        ``size_n`` is the size that the row's rank in ``z_a`` (oriented to rise with |z_b|)
+        implies under a standard normal prior.
+
+    Raises
+    ------
+    ValueError
+        For fewer than 2 factors or 3 rows.
+    """
+    from scipy.stats import spearmanr
+
+    z = np.asarray(z_nk, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] < 2 or z.shape[0] < 3:
+        raise ValueError(f"z_nk must be (N, K) with N >= 3 and K >= 2, got shape {z.shape}")
+    best = None
+    for b in range(z.shape[1]):
+        dist_n = np.abs(z[:, b] - np.median(z[:, b]))
+        for a in range(z.shape[1]):
+            if a == b:
+                continue
+            rho = spearmanr(z[:, a], dist_n)[0]
+            rho = 0.0 if not np.isfinite(rho) else float(rho)
+            if best is None or abs(rho) > best[0]:
+                best = (abs(rho), a, b, 1.0 if rho >= 0 else -1.0)
+    score, a, b, direction = best
+    s_n = np.sign(z[:, b] - np.median(z[:, b])) * _rank_size(direction * z[:, a])
+    return score, a, b, (s_n - s_n.mean()) / max(float(s_n.std()), 1e-12)
+
+
+def merged_loadings(w_size_g: np.ndarray, w_sign_g: np.ndarray, tol: float = 1e-3
+                    ) -> np.ndarray:
+    """Loadings for a merged factor: the size code's, then the sign code's where it had none.
+
+    Parameters
+    ----------
+    w_size_g, w_sign_g : numpy.ndarray, shape (G,)
+        The two factors' loadings (entries with |w| <= ``tol`` count as 0).
+
+    Returns
+    -------
+    numpy.ndarray, shape (G,)
+    """
+    a, b = _loading_pair(w_size_g, w_sign_g, "w_size_g and w_sign_g")
+    return np.where(np.abs(a) > tol, a, np.where(np.abs(b) > tol, b, 0.0))
 
 
 def reseed_factor(guide, decoder, x_ng, k: int, w_g, s_n, *, steps: int = 300,
@@ -377,7 +463,7 @@ def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: in
                lr: float = 1e-2, seed: int = 0, likelihood: str = "normal", col_sd_g=None,
                library=None, redraw_decoder: bool = True, profile_loadings: bool = False,
                progress: bool = False, chunk: int = 1024, lr_decay: float = 0.0,
-               unfold: bool = True):
+               unfold: bool = True, merge: bool = False):
     """Re-seeding rounds on a fitted Sparse VAE (in place), as ``SparseVAE(reseed_rounds=...)``.
 
     Each round (:func:`reseed_rounds`) re-seeds the factor with the smallest
@@ -429,12 +515,19 @@ def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: in
     unfold : bool
         Let a round unfold a factor whose codes look like a fold (above). False gives the
         rounds as they were before the unfolding proposal existed.
+    merge : bool
+        Let a round that does not unfold, and whose :func:`split_fold_pair` score reaches
+        :data:`MERGE_SCORE`, restart the sign code on the merged code (with
+        :func:`merged_loadings`) and the size code on :func:`residual_direction` of the
+        residuals (the factor the split crowded out), kept only when the ELBO prefers it.
 
     Returns
     -------
     (history, rounds) : list of float, list of dict
         As :func:`reseed_rounds`; each round's dict also has ``factor``, ``move``
-        (``"reseed"`` or ``"unfold"``), ``unfold_ratio`` (NaN without ``unfold``),
+        (``"reseed"``, ``"unfold"`` or ``"merge"``; a merge also records ``merged_into``, the
+        sign code, and ``merge_pretrain_mse``), ``unfold_ratio`` (NaN without ``unfold``),
+        ``merge_score`` (with ``merge``; NaN when the round unfolded instead),
         ``ablation_cost`` (per factor), ``pretrain_mse`` and ``n_loadings`` (and, with
         ``profile_loadings``, ``profile_flips``: kept loadings whose sign the search
         reversed).
@@ -474,18 +567,35 @@ def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: in
         ratio, move = float("nan"), "reseed"
         if unfold:
             ratio, k_fold, s_fold, v_fold = unfold_direction(z, resid)
+        score = float("nan")
+        if merge and not (unfold and ratio > UNFOLD_RATIO) and z.shape[1] > 1:
+            score, k_size, k_sign, s_merged = split_fold_pair(z)
+        W_now = guide.globals_guide._W_point().detach().cpu().double().numpy()
+        extra = {}
         if unfold and ratio > UNFOLD_RATIO:
             k, s_n, move = k_fold, s_fold, "unfold"
-            w_now = guide.globals_guide._W_point().detach()[:, k].cpu().double().numpy()
-            w_g = unfold_loadings(w_now, v_fold)
+            w_g = unfold_loadings(W_now[:, k], v_fold)
+        elif merge and score >= MERGE_SCORE:
+            # the sign code becomes the whole factor; the size code is freed and restarted
+            # on what the residuals share (the factor the split crowded out)
+            move = "merge"
+            w_m = merged_loadings(W_now[:, k_size], W_now[:, k_sign])
+            extra["merged_into"] = k_sign
+            extra["merge_pretrain_mse"] = reseed_factor(
+                guide, model.decoder, x_ng, k_sign, w_m, s_merged, batch_size=batch_size,
+                lr=lr, seed=round_seed(r) + 1, redraw_decoder=redraw_decoder)
+            k = k_size
+            w_g, s_n = residual_direction(resid)
         else:
             k = int(np.argmin(costs))
             w_g, s_n = residual_direction(resid)
         mse = reseed_factor(guide, model.decoder, x_ng, k, w_g, s_n, batch_size=batch_size,
                             lr=lr, seed=round_seed(r), redraw_decoder=redraw_decoder)
+        if merge:
+            extra["merge_score"] = score
         out = dict(factor=k, move=move, unfold_ratio=ratio,
                    ablation_cost=[float(c) for c in costs], pretrain_mse=mse,
-                   n_loadings=int(np.count_nonzero(w_g)))
+                   n_loadings=int(np.count_nonzero(w_g)), **extra)
         if profile_loadings:
             out["profile_flips"] = _profile(k, w_g, z, s_n)
         return out

@@ -9,15 +9,17 @@ from pyro_sparse.guides import make_guide
 from pyro_sparse.infer import (
     ablation_costs,
     as_rows,
+    merged_loadings,
     profile_column,
     reseed_factor,
     reseed_fit,
     reseed_rounds,
     residual_direction,
+    split_fold_pair,
     unfold_direction,
     unfold_loadings,
 )
-from pyro_sparse.infer.reseed import UNFOLD_RATIO
+from pyro_sparse.infer.reseed import MERGE_SCORE, UNFOLD_RATIO
 from pyro_sparse.models import SparseVAEModel
 
 from ._blocks import two_blocks
@@ -98,6 +100,38 @@ def test_unfold_loadings_by_hand():
                                [1.0, -1.0, 0.0])
     with pytest.raises(ValueError, match="one length"):
         unfold_loadings(w, v[:3])
+
+
+def test_split_fold_pair_finds_the_size_and_the_sign_code():
+    # z1 split over two codes: code 1 tracks its size, code 2 its sign (noisily); code 0 is
+    # z0 itself
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((2000, 2))
+    codes = np.column_stack([z[:, 0], np.abs(z[:, 1]) ** 1.5,
+                             np.tanh(3 * z[:, 1]) + 0.3 * rng.standard_normal(2000)])
+    score, a, b, s = split_fold_pair(codes)
+    assert (a, b) == (1, 2) and score > MERGE_SCORE
+    assert np.corrcoef(s, z[:, 1])[0, 1] > 0.9  # the merged code is z1, sign and size
+    assert abs(s.mean()) < 1e-9 and s.std() == pytest.approx(1.0)
+    # a decreasing size code: the same pair, the same merged code
+    score2, a2, b2, s2 = split_fold_pair(codes * [1.0, -1.0, 1.0])
+    assert (a2, b2) == (1, 2) and score2 == pytest.approx(score)
+    np.testing.assert_allclose(s2, s, atol=1e-12)
+
+
+def test_split_fold_pair_stays_low_for_independent_codes():
+    z = np.random.default_rng(3).standard_normal((2000, 3))
+    assert split_fold_pair(z)[0] < 0.1 < MERGE_SCORE
+    with pytest.raises(ValueError, match="K >= 2"):
+        split_fold_pair(z[:, :1])
+
+
+def test_merged_loadings_by_hand():
+    size = np.array([2.0, 0.0, -1.0, 0.0, 0.0005])
+    sign = np.array([0.5, 3.0, 0.0, 0.0, -2.0])
+    np.testing.assert_allclose(merged_loadings(size, sign), [2.0, 3.0, -1.0, 0.0, -2.0])
+    with pytest.raises(ValueError, match="one length"):
+        merged_loadings(size, sign[:3])
 
 
 def test_ablation_costs_by_hand():
@@ -347,6 +381,32 @@ def test_a_round_unfolds_when_the_ratio_is_high(monkeypatch, tmp_path):
     monkeypatch.setattr(reseed, "UNFOLD_RATIO", np.inf)  # never
     (r,) = ps.SparseVAE(**kw).fit(x, epochs=4, batch_size=50, progress=False).fit_info_["reseed"]
     assert r["move"] == "reseed"
+
+
+def test_a_round_merges_a_split_fold(monkeypatch):
+    import pyro_sparse.infer.reseed as reseed
+
+    x, _, _ = two_blocks(n=200)
+    kw = dict(n_factors=3, hidden_dim=8, reseed_rounds=1, reseed_epochs=2)
+    seen = {}
+    real = reseed.split_fold_pair
+
+    def spy(z):
+        seen["out"] = real(z)
+        return seen["out"]
+
+    monkeypatch.setattr(reseed, "split_fold_pair", spy)
+    monkeypatch.setattr(reseed, "MERGE_SCORE", 0.0)      # every round merges
+    monkeypatch.setattr(reseed, "UNFOLD_RATIO", np.inf)  # and none unfolds
+    est = ps.SparseVAE(**kw, reseed_merge=True).fit(x, epochs=4, batch_size=50,
+                                                    progress=False)
+    (r,) = est.fit_info_["reseed"]
+    score, a, b, _ = seen["out"]
+    assert r["move"] == "merge" and r["factor"] == a and r["merged_into"] == b
+    assert r["merge_score"] == pytest.approx(score) and np.isfinite(r["merge_pretrain_mse"])
+    # off (the default): no pair is looked at
+    (r,) = ps.SparseVAE(**kw).fit(x, epochs=4, batch_size=50, progress=False).fit_info_["reseed"]
+    assert r["move"] == "reseed" and "merge_score" not in r
 
 
 def test_reseed_fit_without_unfolding_records_no_ratio():

@@ -1357,6 +1357,10 @@ class SparseVAE(_Estimator):
         tracking a factor's size, another its sign;
         :func:`pyro_sparse.infer.split_fold_pair`) into one latent and restart the other
         on the residuals (``move="merge"``), kept only when the ELBO prefers it.
+    reseed_reorder : bool
+        Let a round restart a factor whose code disagrees with the ordering of its own
+        anchors (a *torn* code, :func:`pyro_sparse.infer.torn_factor`) on that ordering
+        (``move="reorder"``), kept only when the ELBO prefers it.
     refine_posterior_epochs : int
         Variational W guides only (a ValueError for ``map`` or ``factor_correlation``):
         after the fit (and after choosing among restarts), refine W's posterior for this
@@ -1438,7 +1442,8 @@ class SparseVAE(_Estimator):
                     "lkj_concentration", "pstar", "marginalize", "library", "refine_support",
                     "validation_fraction", "refine_polish", "init", "output_scale",
                     "reseed_rounds", "reseed_epochs", "lr_decay", "refine_posterior_epochs",
-                    "feature_mode_starts", "standardize", "reseed_unfold", "reseed_merge")
+                    "feature_mode_starts", "standardize", "reseed_unfold", "reseed_merge",
+                    "reseed_reorder")
 
     def __init__(self, n_factors: int = 5, likelihood: str = "normal", hidden_dim: int = 50,
                  lambda0: float = 10.0, lambda1: float = 1.0, a: float = 1.0, b=None,
@@ -1452,7 +1457,8 @@ class SparseVAE(_Estimator):
                  reseed_rounds: int = 0, reseed_epochs: int | None = None,
                  lr_decay: float = LR_DECAY, refine_posterior_epochs: int = 0,
                  feature_mode_starts: int = 0, standardize: bool | None = None,
-                 reseed_unfold: bool = True, reseed_merge: bool = False):
+                 reseed_unfold: bool = True, reseed_merge: bool = False,
+                 reseed_reorder: bool = False):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.likelihood = check_likelihood(likelihood)
         self.standardize = _check_standardize(standardize, self.likelihood)
@@ -1492,6 +1498,7 @@ class SparseVAE(_Estimator):
         self.reseed_rounds = _check_nonneg_int(reseed_rounds, "reseed_rounds")
         self.reseed_unfold = bool(reseed_unfold)
         self.reseed_merge = bool(reseed_merge)
+        self.reseed_reorder = bool(reseed_reorder)
         self.reseed_epochs = None if reseed_epochs is None else \
             check_positive_int(reseed_epochs, "reseed_epochs")
         self.refine_posterior_epochs = _check_nonneg_int(refine_posterior_epochs,
@@ -1675,7 +1682,7 @@ class SparseVAE(_Estimator):
                           likelihood=self.likelihood, col_sd_g=ctx["col_sd"],
                           library=self.library, progress=ctx["progress"],
                           lr_decay=self.lr_decay, unfold=self.reseed_unfold,
-                          merge=self.reseed_merge)
+                          merge=self.reseed_merge, reorder=self.reseed_reorder)
 
     def _model_config(self, x_ng, col_sd_g=None):
         return dict(n_features=int(x_ng.shape[1]), n_factors=self.n_factors,

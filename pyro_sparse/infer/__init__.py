@@ -20,6 +20,7 @@ from .parallel import check_n_jobs, run_in_processes
 from .refine import REFINE_THRESHOLDS, candidate_supports, effect_share, one_se_choice
 from .reseed import (
     ablation_costs,
+    anchor_embedding,
     merged_loadings,
     profile_column,
     reseed_factor,
@@ -27,6 +28,7 @@ from .reseed import (
     reseed_rounds,
     residual_direction,
     split_fold_pair,
+    torn_factor,
     unfold_direction,
     unfold_loadings,
 )
@@ -80,4 +82,6 @@ __all__ = [
     "unfold_loadings",
     "split_fold_pair",
     "merged_loadings",
+    "torn_factor",
+    "anchor_embedding",
 ]

@@ -15,7 +15,9 @@ features are treated as noise: their residuals move together. A round of re-seed
    When one factor's codes look like a *fold* of a factor (its size |z| without its sign:
    the residuals of some features then grow with that code and change sign between rows
    of equal code), the round instead restarts that factor on a signed version of its code
-   (:func:`unfold_direction`); with ``merge``, when one code tracks the size of another
+   (:func:`unfold_direction`); with ``reorder``, when a code disagrees with the ordering
+   of its own anchors (a *torn* code, :func:`torn_factor`), it restarts that factor on
+   that ordering; with ``merge``, when one code tracks the size of another
    (a fold split over two latents, :func:`split_fold_pair`), it restarts the sign code on
    the merged code and the size code on the residuals' leading component;
 3. trains the re-seeded state and, side by side from the same state with the same seed,
@@ -42,10 +44,10 @@ from ..residual_stats import leading_component, pearson_residuals, standardise_c
 from .initialization import encoder_view
 from .svi import fit_svi, full_data_loss
 
-__all__ = ["MERGE_SCORE", "PROFILE_GRID", "RESEED_KEEP", "UNFOLD_RATIO", "ablation_costs",
-           "merged_loadings", "profile_column", "reseed_factor", "reseed_fit",
-           "reseed_rounds", "residual_direction", "split_fold_pair", "unfold_direction",
-           "unfold_loadings"]
+__all__ = ["MERGE_SCORE", "PROFILE_GRID", "REORDER_CORR", "RESEED_KEEP", "UNFOLD_RATIO",
+           "ablation_costs", "anchor_embedding", "merged_loadings", "profile_column",
+           "reseed_factor", "reseed_fit", "reseed_rounds", "residual_direction",
+           "split_fold_pair", "torn_factor", "unfold_direction", "unfold_loadings"]
 
 #: loadings of the residual component below this fraction of its largest start at 0
 RESEED_KEEP = 0.3
@@ -61,6 +63,11 @@ UNFOLD_RATIO = 1.5
 #: a round merges two factors' codes into one when one code's rank correlation with the
 #: other's distance from its median reaches this (:func:`split_fold_pair`)
 MERGE_SCORE = 0.2
+#: a round restarts a factor on the ordering of its anchors when its code's rank correlation
+#: with that ordering is below this (:func:`torn_factor`)
+REORDER_CORR = 0.8
+#: rows the anchor embedding is computed on; the others take their nearest neighbours' values
+EMBED_ROWS = 5000
 
 
 def ablation_costs(residuals_of, z_nk: np.ndarray, resid_ng: np.ndarray | None = None
@@ -289,6 +296,109 @@ def split_fold_pair(z_nk: np.ndarray):
     return score, a, b, (s_n - s_n.mean()) / max(float(s_n.std()), 1e-12)
 
 
+def anchor_embedding(v_na: np.ndarray, *, n_neighbors: int = 15, seed: int = 0,
+                     max_rows: int = EMBED_ROWS) -> np.ndarray:
+    """One coordinate per row along the curve the rows trace in a factor's anchor features.
+
+    A factor's anchors depend on it alone, so the rows lie near a curve through the anchor
+    space, parametrised by the factor; the first coordinate of a spectral embedding of the
+    rows' nearest-neighbour graph orders them along it whatever the shape of the curve
+    (V-shaped anchors included, as long as some anchor separates the two arms).
+
+    Parameters
+    ----------
+    v_na : numpy.ndarray, shape (N, A)
+        The rows' values in the anchor features, on comparable scales (what the encoder
+        sees), A >= 1.
+    n_neighbors : int
+        Neighbours per row in the graph.
+    seed : int
+        Seeds the embedding's solver and the choice of rows when N exceeds ``max_rows``.
+    max_rows : int
+        Rows embedded; the others get the mean coordinate of their ``n_neighbors`` nearest
+        embedded rows.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+        Normal scores of the coordinate's ranks (mean about 0, sd about 1); its sign is
+        arbitrary.
+    """
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+    from sklearn.manifold import SpectralEmbedding
+    from sklearn.neighbors import KNeighborsRegressor
+
+    v = np.nan_to_num(np.asarray(v_na, dtype=np.float64))
+    if v.ndim != 2 or v.shape[0] <= n_neighbors + 1 or v.shape[1] < 1:
+        raise ValueError(f"v_na must be (N, A) with A >= 1 and N > n_neighbors + 1 = "
+                         f"{n_neighbors + 1}, got shape {v.shape}")
+    N = v.shape[0]
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(N, max_rows, replace=False)) if N > max_rows else np.arange(N)
+    emb = SpectralEmbedding(n_components=1, n_neighbors=n_neighbors, random_state=seed)
+    e = emb.fit_transform(v[rows])[:, 0]
+    if len(rows) < N:
+        e = KNeighborsRegressor(n_neighbors=n_neighbors).fit(v[rows], e).predict(v)
+    return ndtri(rankdata(e) / (N + 1))
+
+
+def torn_factor(z_nk: np.ndarray, view_ng: np.ndarray, support_gk: np.ndarray, *,
+                seed: int = 0, skip=()):
+    """The factor whose code agrees least with the ordering of its own anchors.
+
+    A code can carry a factor *torn*: it follows the factor on one side of some value and
+    jumps on the other, so that rows far apart in the factor share codes (on data simulated
+    from the model, the most common way a factor was missed after re-seeding rounds). The
+    rows' ordering along the factor's anchors (:func:`anchor_embedding`) does not tear, so
+    its rank correlation with the code is near 1 for a factor carried whole and well below
+    it for a torn one (0.22-0.56 against at least 0.90 on the fits of
+    ``benchmarks/missed_factors.py``'s data sets 60-69).
+
+    Parameters
+    ----------
+    z_nk : numpy.ndarray, shape (N, K)
+        Encoder means.
+    view_ng : numpy.ndarray, shape (N, G)
+        What the encoder sees (:func:`~pyro_sparse.infer.encoder_view`).
+    support_gk : numpy.ndarray of bool, shape (G, K)
+        The fitted support; a factor's anchors are the features in its column alone.
+    seed : int
+        Passed to :func:`anchor_embedding`.
+    skip : collection of int
+        Factors not to consider.
+
+    Returns
+    -------
+    (corr, k, s_n) : float, int or None, numpy.ndarray or None
+        The lowest |Spearman corr(code, embedding)| over the factors with at least two
+        anchors (not in ``skip``), its factor, and the embedding oriented to agree with
+        the code (mean 0, sd 1); ``(nan, None, None)`` when no factor has two anchors.
+    """
+    from scipy.stats import spearmanr
+
+    z = np.asarray(z_nk, dtype=np.float64)
+    view = np.asarray(view_ng, dtype=np.float64)
+    S = np.asarray(support_gk, dtype=bool)
+    if z.ndim != 2 or view.ndim != 2 or z.shape[0] != view.shape[0] \
+            or S.shape != (view.shape[1], z.shape[1]):
+        raise ValueError(f"shapes disagree: z_nk {z.shape}, view_ng {view.shape}, "
+                         f"support_gk {S.shape}; expected (N, K), (N, G) and (G, K)")
+    alone = S & (S.sum(1, keepdims=True) == 1)
+    best = (float("nan"), None, None)
+    for k in range(z.shape[1]):
+        anchors = np.flatnonzero(alone[:, k])
+        if len(anchors) < 2 or k in skip:
+            continue
+        e = anchor_embedding(view[:, anchors], seed=seed)
+        rho = spearmanr(z[:, k], e)[0]
+        rho = 0.0 if not np.isfinite(rho) else float(rho)
+        if best[1] is None or abs(rho) < best[0]:
+            s_n = (1.0 if rho >= 0 else -1.0) * e
+            best = (abs(rho), k, (s_n - s_n.mean()) / max(float(s_n.std()), 1e-12))
+    return best
+
+
 def merged_loadings(w_size_g: np.ndarray, w_sign_g: np.ndarray, tol: float = 1e-3
                     ) -> np.ndarray:
     """Loadings for a merged factor: the size code's, then the sign code's where it had none.
@@ -463,7 +573,7 @@ def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: in
                lr: float = 1e-2, seed: int = 0, likelihood: str = "normal", col_sd_g=None,
                library=None, redraw_decoder: bool = True, profile_loadings: bool = False,
                progress: bool = False, chunk: int = 1024, lr_decay: float = 0.0,
-               unfold: bool = True, merge: bool = False):
+               unfold: bool = True, merge: bool = False, reorder: bool = False):
     """Re-seeding rounds on a fitted Sparse VAE (in place), as ``SparseVAE(reseed_rounds=...)``.
 
     Each round (:func:`reseed_rounds`) re-seeds the factor with the smallest
@@ -515,9 +625,15 @@ def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: in
     unfold : bool
         Let a round unfold a factor whose codes look like a fold (above). False gives the
         rounds as they were before the unfolding proposal existed.
+    reorder : bool
+        Let a round that does not unfold, and whose :func:`torn_factor` correlation is below
+        :data:`REORDER_CORR`, restart that factor on the ordering of its anchors with its
+        loadings as they are (``move="reorder"``), kept only when the ELBO prefers it. Each
+        factor is reordered at most once per call, so that a rejected reorder does not take
+        the rounds that re-seeding needs.
     merge : bool
-        Let a round that does not unfold, and whose :func:`split_fold_pair` score reaches
-        :data:`MERGE_SCORE`, restart the sign code on the merged code (with
+        Let a round that neither unfolds nor reorders, and whose :func:`split_fold_pair`
+        score reaches :data:`MERGE_SCORE`, restart the sign code on the merged code (with
         :func:`merged_loadings`) and the size code on :func:`residual_direction` of the
         residuals (the factor the split crowded out), kept only when the ELBO prefers it.
 
@@ -525,9 +641,10 @@ def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: in
     -------
     (history, rounds) : list of float, list of dict
         As :func:`reseed_rounds`; each round's dict also has ``factor``, ``move``
-        (``"reseed"``, ``"unfold"`` or ``"merge"``; a merge also records ``merged_into``, the
-        sign code, and ``merge_pretrain_mse``), ``unfold_ratio`` (NaN without ``unfold``),
-        ``merge_score`` (with ``merge``; NaN when the round unfolded instead),
+        (``"reseed"``, ``"unfold"``, ``"reorder"`` or ``"merge"``; a merge also records
+        ``merged_into``, the sign code, and ``merge_pretrain_mse``), ``unfold_ratio`` (NaN
+        without ``unfold``), ``reorder_corr`` (with ``reorder``; NaN when no factor has two
+        anchors), ``merge_score`` (with ``merge``; NaN when another move came first),
         ``ablation_cost`` (per factor), ``pretrain_mse`` and ``n_loadings`` (and, with
         ``profile_loadings``, ``profile_flips``: kept loadings whose sign the search
         reversed).
@@ -560,6 +677,8 @@ def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: in
                                              mean.cpu().double().numpy()))
         return np.concatenate(out) / col_sd
 
+    reordered = set()
+
     def propose(r):
         z = encoder_means()
         resid = residuals_of(z)
@@ -567,14 +686,29 @@ def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: in
         ratio, move = float("nan"), "reseed"
         if unfold:
             ratio, k_fold, s_fold, v_fold = unfold_direction(z, resid)
-        score = float("nan")
-        if merge and not (unfold and ratio > UNFOLD_RATIO) and z.shape[1] > 1:
-            score, k_size, k_sign, s_merged = split_fold_pair(z)
-        W_now = guide.globals_guide._W_point().detach().cpu().double().numpy()
+        gg = guide.globals_guide
+        W_now = gg._W_point().detach().cpu().double().numpy()
+        unfolds = unfold and ratio > UNFOLD_RATIO
         extra = {}
-        if unfold and ratio > UNFOLD_RATIO:
+        torn = (float("nan"), None, None)
+        if reorder and not unfolds:
+            support = (np.abs(W_now) > 0.01) & (gg.inclusion_probs().cpu().numpy() >= 0.5)
+            torn = torn_factor(z, encoder_view(guide.local_guide, x_ng), support,
+                               seed=round_seed(r) % 100003, skip=reordered)
+            extra["reorder_corr"] = torn[0]
+        reorders = torn[1] is not None and torn[0] < REORDER_CORR
+        if reorders:
+            reordered.add(torn[1])  # once per factor: a rejected reorder is not proposed again
+        score = float("nan")
+        if merge and not (unfolds or reorders) and z.shape[1] > 1:
+            score, k_size, k_sign, s_merged = split_fold_pair(z)
+        if unfolds:
             k, s_n, move = k_fold, s_fold, "unfold"
             w_g = unfold_loadings(W_now[:, k], v_fold)
+        elif reorders:
+            # the code is torn: restart it on its anchors' ordering, loadings as they are
+            k, s_n, move = torn[1], torn[2], "reorder"
+            w_g = W_now[:, k].copy()
         elif merge and score >= MERGE_SCORE:
             # the sign code becomes the whole factor; the size code is freed and restarted
             # on what the residuals share (the factor the split crowded out)

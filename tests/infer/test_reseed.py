@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy.stats import spearmanr
 
 import pyro_sparse as ps
 from pyro_sparse.guides import make_guide
@@ -19,7 +20,13 @@ from pyro_sparse.infer import (
     unfold_direction,
     unfold_loadings,
 )
-from pyro_sparse.infer.reseed import MERGE_SCORE, UNFOLD_RATIO
+from pyro_sparse.infer.reseed import (
+    MERGE_SCORE,
+    REORDER_CORR,
+    UNFOLD_RATIO,
+    anchor_embedding,
+    torn_factor,
+)
 from pyro_sparse.models import SparseVAEModel
 
 from ._blocks import two_blocks
@@ -132,6 +139,50 @@ def test_merged_loadings_by_hand():
     np.testing.assert_allclose(merged_loadings(size, sign), [2.0, 3.0, -1.0, 0.0, -2.0])
     with pytest.raises(ValueError, match="one length"):
         merged_loadings(size, sign[:3])
+
+
+def _torn(n=1500, seed=4, tear=True):
+    """Two factors with two anchors each (one V-shaped, one monotone), their codes (the
+    first torn as in the missed-factor fits: z above 0.3 as it is, below it sent to
+    -1.5 + 0.8 |z|), the encoder's view and the support."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, 2))
+    view = np.column_stack([np.abs(z[:, 0]), z[:, 0], np.abs(z[:, 1]), np.tanh(z[:, 1])])
+    view += 0.05 * rng.standard_normal(view.shape)
+    c0 = np.where(z[:, 0] > 0.3, z[:, 0], -1.5 + 0.8 * np.abs(z[:, 0])) if tear else z[:, 0]
+    support = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=bool)
+    return z, np.column_stack([c0, z[:, 1]]), view, support
+
+
+def test_anchor_embedding_orders_rows_along_a_v_shaped_curve():
+    z, _, view, _ = _torn()
+    e = anchor_embedding(view[:, :2])
+    assert abs(spearmanr(e, z[:, 0])[0]) > 0.95
+    assert abs(e.mean()) < 0.05 and e.std() == pytest.approx(1.0, abs=0.05)
+    # more rows than are embedded: the rest take their neighbours' coordinate
+    e2 = anchor_embedding(view[:, :2], max_rows=500)
+    assert abs(spearmanr(e2, z[:, 0])[0]) > 0.95
+    with pytest.raises(ValueError, match="N > n_neighbors"):
+        anchor_embedding(view[:10, :2])
+
+
+def test_torn_factor_finds_the_torn_code_and_its_order():
+    z, codes, view, support = _torn()
+    corr, k, s = torn_factor(codes, view, support)
+    assert k == 0 and corr < REORDER_CORR
+    assert np.corrcoef(s, z[:, 0])[0, 1] > 0.95  # oriented to agree with the code
+    assert abs(s.mean()) < 1e-9 and s.std() == pytest.approx(1.0)
+    # skipped factors are not considered: the other one agrees with its anchors
+    corr1, k1, _ = torn_factor(codes, view, support, skip={0})
+    assert k1 == 1 and corr1 > 0.95
+    # codes carried whole: every factor agrees with its anchors' order
+    z, codes, view, support = _torn(tear=False)
+    assert torn_factor(codes, view, support)[0] > 0.95 > REORDER_CORR
+    # no factor with two anchors: nothing to compare
+    corr, k, s = torn_factor(codes, view, np.array([[1, 0], [1, 1], [0, 1], [1, 1]], bool))
+    assert np.isnan(corr) and k is None and s is None
+    with pytest.raises(ValueError, match="shapes disagree"):
+        torn_factor(codes, view, support[:3])
 
 
 def test_ablation_costs_by_hand():
@@ -407,6 +458,42 @@ def test_a_round_merges_a_split_fold(monkeypatch):
     # off (the default): no pair is looked at
     (r,) = ps.SparseVAE(**kw).fit(x, epochs=4, batch_size=50, progress=False).fit_info_["reseed"]
     assert r["move"] == "reseed" and "merge_score" not in r
+
+
+def test_a_round_reorders_a_torn_code(monkeypatch):
+    import pyro_sparse.infer.reseed as reseed
+
+    x, _, _ = two_blocks(n=200)
+    kw = dict(n_factors=2, hidden_dim=8, reseed_rounds=1, reseed_epochs=2)
+    target = np.random.default_rng(0).standard_normal(200)
+
+    def torn(z, view, support, seed=0, skip=()):
+        assert z.shape == (200, 2) and view.shape == (200, x.shape[1])
+        return (np.nan, None, None) if 1 in skip else (0.3, 1, target)
+    monkeypatch.setattr(reseed, "torn_factor", torn)
+    monkeypatch.setattr(reseed, "UNFOLD_RATIO", np.inf)
+    # a factor is reordered once: the second round re-seeds instead
+    two = ps.SparseVAE(**dict(kw, reseed_rounds=2), reseed_reorder=True).fit(
+        x, epochs=4, batch_size=50, progress=False).fit_info_["reseed"]
+    assert [r["move"] for r in two] == ["reorder", "reseed"]
+    est = ps.SparseVAE(**kw, reseed_reorder=True)
+    seen = {}
+    real = reseed.reseed_factor
+
+    def spy(guide, decoder, x_ng, k, w_g, s_n, **kwargs):
+        seen["w_g"] = np.asarray(w_g).copy()
+        seen["W"] = guide.globals_guide._W_point().detach().numpy().copy()
+        seen["k"], seen["s_n"] = k, s_n
+        return real(guide, decoder, x_ng, k, w_g, s_n, **kwargs)
+    monkeypatch.setattr(reseed, "reseed_factor", spy)
+    (r,) = est.fit(x, epochs=4, batch_size=50, progress=False).fit_info_["reseed"]
+    assert r["move"] == "reorder" and r["factor"] == 1 and r["reorder_corr"] == 0.3
+    assert seen["k"] == 1 and seen["s_n"] is target
+    np.testing.assert_array_equal(seen["w_g"], seen["W"][:, 1])  # the loadings as they were
+    # off (the default): no ordering is looked at
+    monkeypatch.setattr(reseed, "reseed_factor", real)
+    (r,) = ps.SparseVAE(**kw).fit(x, epochs=4, batch_size=50, progress=False).fit_info_["reseed"]
+    assert r["move"] == "reseed" and "reorder_corr" not in r
 
 
 def test_reseed_fit_without_unfolding_records_no_ratio():

@@ -49,8 +49,9 @@ class ReparamTrace_ELBO(Trace_ELBO):
 
     Falls back to ``Trace_ELBO`` itself, with the same traces (so the random draws are the
     same), when a guide site is not reparameterised or is enumerated; and entirely when
-    Pyro's validation is enabled (so its model/guide checks still run) or particles are
-    vectorised. Usable in a user's ``pyro.infer.SVI`` loop like any Pyro ELBO.
+    Pyro's validation is enabled (so its model/guide checks still run), particles are
+    vectorised or the guide is a ``GuideMessenger``. Usable in a user's ``pyro.infer.SVI``
+    loop like any Pyro ELBO.
 
     Parameters
     ----------
@@ -66,8 +67,10 @@ class ReparamTrace_ELBO(Trace_ELBO):
             poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         return model_trace, guide_trace
 
-    def _use_stock(self) -> bool:
-        return is_validation_enabled() or self.vectorize_particles
+    def _use_stock(self, guide) -> bool:
+        # a GuideMessenger guide (e.g. AutoNormalMessenger) is traced Trace_ELBO's own way
+        return (is_validation_enabled() or self.vectorize_particles
+                or isinstance(poutine.unwrap(guide), poutine.messenger.Messenger))
 
     def _particle(self, model, guide, args, kwargs, differentiable: bool):
         """(loss as a float, surrogate loss tensor or None) for one particle."""
@@ -103,7 +106,7 @@ class ReparamTrace_ELBO(Trace_ELBO):
 
     def loss(self, model, guide, *args, **kwargs):
         """Estimate of the negative ELBO (a float), as ``Trace_ELBO.loss``."""
-        if self._use_stock():
+        if self._use_stock(guide):
             return super().loss(model, guide, *args, **kwargs)
         loss = 0.0
         with torch.no_grad():
@@ -114,7 +117,7 @@ class ReparamTrace_ELBO(Trace_ELBO):
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         """Negative ELBO estimate whose gradient is ``Trace_ELBO``'s (a scalar tensor)."""
-        if self._use_stock():
+        if self._use_stock(guide):
             return super().differentiable_loss(model, guide, *args, **kwargs)
         loss, surrogate_loss = 0.0, 0.0
         for _ in range(self.num_particles):
@@ -126,7 +129,7 @@ class ReparamTrace_ELBO(Trace_ELBO):
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
         """The loss (a float), after backpropagating the surrogate into the parameters."""
-        if self._use_stock():
+        if self._use_stock(guide):
             return super().loss_and_grads(model, guide, *args, **kwargs)
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         if loss.requires_grad:

@@ -123,3 +123,23 @@ def test_full_plate_is_reused_and_leaves_no_site():
             pyro.sample("w", dist.Normal(torch.zeros(11), 1.0))
     assert list(tr.trace.nodes) == ["w"]
     assert tr.trace.nodes["w"]["cond_indep_stack"][0].name == "factors"
+
+
+def test_guide_messenger_takes_trace_elbos_own_path():
+    from pyro.infer.autoguide import AutoNormalMessenger
+
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    x = torch.tensor([0.5, 1.5, 1.0])
+    out = []
+    for elbo in (Trace_ELBO(), ReparamTrace_ELBO()):
+        pyro.clear_param_store()
+        guide = AutoNormalMessenger(model)
+        with pyro.validation_enabled(False):
+            pyro.set_rng_seed(0)
+            out.append(float(elbo.differentiable_loss(model, guide, x)))
+    assert out[0] == out[1]
+    pyro.clear_param_store()

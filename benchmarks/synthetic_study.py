@@ -99,6 +99,7 @@ VARIANTS = {
     "SparseVAE-reseed3": ("SparseVAE", {"reseed_rounds": 3}),
     "SparseVAE-reseed5": ("SparseVAE", {"reseed_rounds": 5}),
     "SparseVAE-reseed5-nounfold": ("SparseVAE", {"reseed_rounds": 5, "reseed_unfold": False}),
+    "SparseVAE-reseed5-reorder": ("SparseVAE", {"reseed_rounds": 5, "reseed_reorder": True}),
     # 2026-12-06: the learning rate falls linearly over the last 25% of the steps (the
     # default from then on: rows named SparseVAE / VAE measured before it used a constant
     # rate, as the -constlr variants do now)

@@ -1204,6 +1204,9 @@ class _Estimator:
         if "reseed_unfold" in cls._param_names:
             # re-seeding rounds before the unfolding proposal existed
             params.setdefault("reseed_unfold", False)
+        if "reseed_reorder" in cls._param_names:
+            # re-seeding rounds before the reordering proposal was the default
+            params.setdefault("reseed_reorder", False)
         est = cls(**params)
         if not isinstance(cfg["model_config"], dict):
             raise TypeError("model_config is not a mapping")
@@ -1360,7 +1363,8 @@ class SparseVAE(_Estimator):
     reseed_reorder : bool
         Let a round restart a factor whose code disagrees with the ordering of its own
         anchors (a *torn* code, :func:`pyro_sparse.infer.torn_factor`) on that ordering
-        (``move="reorder"``), kept only when the ELBO prefers it.
+        (``move="reorder"``), at most once per factor, kept only when the ELBO prefers
+        it. On by default since 2026-12-08; folders saved before then load with False.
     refine_posterior_epochs : int
         Variational W guides only (a ValueError for ``map`` or ``factor_correlation``):
         after the fit (and after choosing among restarts), refine W's posterior for this
@@ -1458,7 +1462,7 @@ class SparseVAE(_Estimator):
                  lr_decay: float = LR_DECAY, refine_posterior_epochs: int = 0,
                  feature_mode_starts: int = 0, standardize: bool | None = None,
                  reseed_unfold: bool = True, reseed_merge: bool = False,
-                 reseed_reorder: bool = False):
+                 reseed_reorder: bool = True):
         self.n_factors = check_positive_int(n_factors, "n_factors")
         self.likelihood = check_likelihood(likelihood)
         self.standardize = _check_standardize(standardize, self.likelihood)

@@ -742,6 +742,8 @@ def test_standardize_checks_and_old_folders(data, tmp_path):
     cfg = json.loads((path / "config.json").read_text())
     del cfg["params"]["standardize"]
     del cfg["params"]["reseed_unfold"]
+    del cfg["params"]["reseed_merge"]
+    del cfg["params"]["reseed_reorder"]
     (path / "config.json").write_text(json.dumps(cfg))
     old_model = ps.SparseVAE.load(path)
     np.testing.assert_allclose(old_model.transform(data.X), m.transform(data.X))
@@ -749,3 +751,6 @@ def test_standardize_checks_and_old_folders(data, tmp_path):
     # and its re-seeding rounds, if any, had no unfolding proposal
     assert old_model.get_params()["reseed_unfold"] is False
     assert ps.SparseVAE().reseed_unfold is True
+    assert old_model.get_params()["reseed_reorder"] is False  # nor any reordering
+    assert old_model.get_params()["reseed_merge"] is False
+    assert ps.SparseVAE().reseed_reorder is True

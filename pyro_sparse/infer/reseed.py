@@ -573,7 +573,7 @@ def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: in
                lr: float = 1e-2, seed: int = 0, likelihood: str = "normal", col_sd_g=None,
                library=None, redraw_decoder: bool = True, profile_loadings: bool = False,
                progress: bool = False, chunk: int = 1024, lr_decay: float = 0.0,
-               unfold: bool = True, merge: bool = False, reorder: bool = False):
+               unfold: bool = True, merge: bool = False, reorder: bool = True):
     """Re-seeding rounds on a fitted Sparse VAE (in place), as ``SparseVAE(reseed_rounds=...)``.
 
     Each round (:func:`reseed_rounds`) re-seeds the factor with the smallest

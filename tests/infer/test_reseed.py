@@ -401,7 +401,7 @@ def test_sparse_vae_reseed_option(tmp_path):
         x, epochs=4, batch_size=50, progress=False)
     assert len(half.loss_history_) == 4 + 2
 
-    assert {r["move"] for r in rounds} <= {"reseed", "unfold"}
+    assert {r["move"] for r in rounds} <= {"reseed", "unfold", "reorder"}
     assert all(np.isfinite(r["unfold_ratio"]) for r in rounds)
 
 
@@ -409,7 +409,8 @@ def test_a_round_unfolds_when_the_ratio_is_high(monkeypatch, tmp_path):
     import pyro_sparse.infer.reseed as reseed
 
     x, _, _ = two_blocks(n=200)
-    kw = dict(n_factors=2, hidden_dim=8, reseed_rounds=1, reseed_epochs=2)
+    kw = dict(n_factors=2, hidden_dim=8, reseed_rounds=1, reseed_epochs=2,
+              reseed_reorder=False)
     seen = {}
     real = reseed.unfold_direction
 
@@ -438,7 +439,8 @@ def test_a_round_merges_a_split_fold(monkeypatch):
     import pyro_sparse.infer.reseed as reseed
 
     x, _, _ = two_blocks(n=200)
-    kw = dict(n_factors=3, hidden_dim=8, reseed_rounds=1, reseed_epochs=2)
+    kw = dict(n_factors=3, hidden_dim=8, reseed_rounds=1, reseed_epochs=2,
+              reseed_reorder=False)
     seen = {}
     real = reseed.split_fold_pair
 
@@ -473,10 +475,10 @@ def test_a_round_reorders_a_torn_code(monkeypatch):
     monkeypatch.setattr(reseed, "torn_factor", torn)
     monkeypatch.setattr(reseed, "UNFOLD_RATIO", np.inf)
     # a factor is reordered once: the second round re-seeds instead
-    two = ps.SparseVAE(**dict(kw, reseed_rounds=2), reseed_reorder=True).fit(
+    two = ps.SparseVAE(**dict(kw, reseed_rounds=2)).fit(
         x, epochs=4, batch_size=50, progress=False).fit_info_["reseed"]
     assert [r["move"] for r in two] == ["reorder", "reseed"]
-    est = ps.SparseVAE(**kw, reseed_reorder=True)
+    est = ps.SparseVAE(**kw)
     seen = {}
     real = reseed.reseed_factor
 
@@ -490,9 +492,11 @@ def test_a_round_reorders_a_torn_code(monkeypatch):
     assert r["move"] == "reorder" and r["factor"] == 1 and r["reorder_corr"] == 0.3
     assert seen["k"] == 1 and seen["s_n"] is target
     np.testing.assert_array_equal(seen["w_g"], seen["W"][:, 1])  # the loadings as they were
-    # off (the default): no ordering is looked at
+    # on by default; off: no ordering is looked at
+    assert ps.SparseVAE().reseed_reorder is True
     monkeypatch.setattr(reseed, "reseed_factor", real)
-    (r,) = ps.SparseVAE(**kw).fit(x, epochs=4, batch_size=50, progress=False).fit_info_["reseed"]
+    (r,) = ps.SparseVAE(**kw, reseed_reorder=False).fit(
+        x, epochs=4, batch_size=50, progress=False).fit_info_["reseed"]
     assert r["move"] == "reseed" and "reorder_corr" not in r
 
 
@@ -504,7 +508,7 @@ def test_reseed_fit_without_unfolding_records_no_ratio():
     est.model_.train()
     est.guide_.train()
     _, (r,) = reseed_fit(est.model_, est.guide_, xt, n_rounds=1, epochs=1, batch_size=50,
-                         col_sd_g=x.std(0), unfold=False)
+                         col_sd_g=x.std(0), unfold=False, reorder=False)
     assert r["move"] == "reseed" and np.isnan(r["unfold_ratio"])
 
 

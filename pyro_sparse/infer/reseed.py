@@ -39,6 +39,7 @@ import numpy as np
 import pyro
 import torch
 
+from ..distributions import estimated_support
 from ..likelihoods import mean_from_output, split_missing
 from ..residual_stats import leading_component, pearson_residuals, standardise_columns
 from .initialization import encoder_view
@@ -68,6 +69,19 @@ MERGE_SCORE = 0.2
 REORDER_CORR = 0.8
 #: rows the anchor embedding is computed on; the others take their nearest neighbours' values
 EMBED_ROWS = 5000
+
+
+def _standardised(s_n: np.ndarray) -> np.ndarray:
+    # mean 0, sd 1 (a constant stays at 0)
+    return (s_n - s_n.mean()) / max(float(s_n.std()), 1e-12)
+
+
+def _rank_size(z_n: np.ndarray) -> np.ndarray:
+    # the size |u| that each row's rank in z_n implies under u ~ N(0, 1)
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+
+    return ndtri((1.0 + rankdata(z_n) / (len(z_n) + 1)) / 2.0)
 
 
 def ablation_costs(residuals_of, z_nk: np.ndarray, resid_ng: np.ndarray | None = None
@@ -131,7 +145,7 @@ def residual_direction(resid_ng: np.ndarray, keep: float = RESEED_KEEP):
     _, u_g = leading_component(zs)
     u_g = u_g * np.sign(u_g[np.argmax(np.abs(u_g))])  # the sign of an eigenvector is free
     s_n = zs @ u_g
-    s_n = (s_n - s_n.mean()) / max(float(s_n.std()), 1e-12)
+    s_n = _standardised(s_n)
     w_g = u_g / np.abs(u_g).max()
     w_g[np.abs(w_g) < keep] = 0.0
     return w_g, s_n
@@ -172,9 +186,6 @@ def unfold_direction(z_nk: np.ndarray, resid_ng: np.ndarray):
         When shapes disagree, or the residuals have fewer than 2 rows or features or no
         spread.
     """
-    from scipy.special import ndtri
-    from scipy.stats import rankdata
-
     z = np.asarray(z_nk, dtype=np.float64)
     r = np.asarray(resid_ng, dtype=np.float64)
     if z.ndim != 2 or r.ndim != 2 or z.shape[0] != r.shape[0]:
@@ -190,14 +201,14 @@ def unfold_direction(z_nk: np.ndarray, resid_ng: np.ndarray):
     best = None
     for j in range(z.shape[1]):
         for direction in (1.0, -1.0):
-            a_n = ndtri((1.0 + rankdata(direction * z[:, j]) / (N + 1)) / 2.0)
+            a_n = _rank_size(direction * z[:, j])
             rw = r * a_n[:, None]
             vals, vecs = np.linalg.eigh(rw.T @ rw / N)
             ratio = float(vals[-1]) / top
             if best is None or ratio > best[0]:
                 v_g = vecs[:, -1]
                 s_n = np.sign(r @ v_g) * a_n
-                best = (ratio, j, (s_n - s_n.mean()) / max(float(s_n.std()), 1e-12), v_g)
+                best = (ratio, j, _standardised(s_n), v_g)
     return best
 
 
@@ -237,14 +248,6 @@ def unfold_loadings(w_g: np.ndarray, v_g: np.ndarray, keep: float = RESEED_KEEP,
     add = (np.abs(v) >= keep * np.abs(v).max()) & ~loaded
     out[add] = np.sign(v[add]) * unit
     return out
-
-
-def _rank_size(z_n: np.ndarray) -> np.ndarray:
-    # the size |u| that each row's rank in z_n implies under u ~ N(0, 1)
-    from scipy.special import ndtri
-    from scipy.stats import rankdata
-
-    return ndtri((1.0 + rankdata(z_n) / (len(z_n) + 1)) / 2.0)
 
 
 def split_fold_pair(z_nk: np.ndarray):
@@ -293,7 +296,7 @@ def split_fold_pair(z_nk: np.ndarray):
                 best = (abs(rho), a, b, 1.0 if rho >= 0 else -1.0)
     score, a, b, direction = best
     s_n = np.sign(z[:, b] - np.median(z[:, b])) * _rank_size(direction * z[:, a])
-    return score, a, b, (s_n - s_n.mean()) / max(float(s_n.std()), 1e-12)
+    return score, a, b, _standardised(s_n)
 
 
 def anchor_embedding(v_na: np.ndarray, *, n_neighbors: int = 15, seed: int = 0,
@@ -395,7 +398,7 @@ def torn_factor(z_nk: np.ndarray, view_ng: np.ndarray, support_gk: np.ndarray, *
         rho = 0.0 if not np.isfinite(rho) else float(rho)
         if best[1] is None or abs(rho) < best[0]:
             s_n = (1.0 if rho >= 0 else -1.0) * e
-            best = (abs(rho), k, (s_n - s_n.mean()) / max(float(s_n.std()), 1e-12))
+            best = (abs(rho), k, _standardised(s_n))
     return best
 
 
@@ -692,7 +695,7 @@ def reseed_fit(model, guide, x_ng, *, n_rounds: int, epochs: int, batch_size: in
         extra = {}
         torn = (float("nan"), None, None)
         if reorder and not unfolds:
-            support = (np.abs(W_now) > 0.01) & (gg.inclusion_probs().cpu().numpy() >= 0.5)
+            support = estimated_support(W_now, gg.inclusion_probs().cpu().numpy())
             torn = torn_factor(z, encoder_view(guide.local_guide, x_ng), support,
                                seed=round_seed(r) % 100003, skip=reordered)
             extra["reorder_corr"] = torn[0]
